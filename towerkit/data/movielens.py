@@ -1,0 +1,115 @@
+"""MovieLens through the ordinary `tensorflow_datasets` loader.
+
+Every TFDS MovieLens config works (`100k-ratings`, `1m-ratings`, `latest-small-ratings`, and the
+matching `*-movies` configs). `data_dir` (or the `TFDS_DATA_DIR` environment variable, which
+tfds itself honours) points at a prepared data dir; otherwise tfds downloads as usual.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+__all__ = ["load", "load_columns", "MovieLensUnavailableError"]
+
+_RATINGS_SUFFIX = "-ratings"
+_MOVIES_SUFFIX = "-movies"
+
+
+class MovieLensUnavailableError(RuntimeError):
+    """The requested MovieLens config is neither in the data dir nor downloadable."""
+
+
+def _normalise(config: str) -> str:
+    config = config.strip()
+    if config.startswith("movielens/"):
+        config = config[len("movielens/"):]
+    if not (config.endswith(_RATINGS_SUFFIX) or config.endswith(_MOVIES_SUFFIX)):
+        raise ValueError(
+            f"Unknown MovieLens config {config!r}: expected a TFDS MovieLens config such as "
+            "'100k-ratings', '1m-ratings', 'latest-small-ratings' or '100k-movies'."
+        )
+    return config
+
+
+def _resolve_data_dir(data_dir: Optional[str]) -> Optional[str]:
+    if data_dir is not None:
+        return os.fspath(data_dir)
+    return os.environ.get("TFDS_DATA_DIR") or None
+
+
+def load(config: str = "100k-ratings", split: str = "train",
+         data_dir: Optional[str] = None, download: bool = True) -> tf.data.Dataset:
+    """Loads a MovieLens config as a `tf.data.Dataset` of feature dicts.
+
+    Args:
+      config: str. A TFDS MovieLens config, with or without the `movielens/` prefix.
+      split: str. TFDS split; MovieLens only ships `train` (towerkit makes its own splits).
+      data_dir: str or None. A TFDS data dir; defaults to `$TFDS_DATA_DIR`, then tfds' default.
+      download: bool. Whether tfds may download when the data is missing.
+
+    Returns:
+      The dataset, one example (a dict of scalar tensors) per rating or movie.
+
+    Raises:
+      ValueError: `config` is not a MovieLens config.
+      MovieLensUnavailableError: the data is missing and could not be downloaded; the message
+        says how to point at a prepared data dir.
+    """
+    config = _normalise(config)
+    resolved = _resolve_data_dir(data_dir)
+    try:
+        return tfds.load(f"movielens/{config}", split=split, data_dir=resolved,
+                         download=download)
+    except Exception as e:  # tfds raises many types (AssertionError, DownloadError, OSError...)
+        raise MovieLensUnavailableError(
+            f"Could not load TFDS dataset 'movielens/{config}' (data_dir={resolved!r}): "
+            f"{type(e).__name__}: {e}\n"
+            "Fix: on a machine with internet access tfds downloads it automatically; offline, "
+            "prepare it once elsewhere (`tfds build movielens/<config>` or `tfds.load`) and point "
+            "towerkit at that directory with `--data-dir DIR`, `data_dir=DIR`, or "
+            "`export TFDS_DATA_DIR=DIR`."
+        ) from e
+
+
+@functools.lru_cache(maxsize=8)
+def _load_columns_cached(config: str, data_dir: Optional[str]) -> dict:
+    ds = load(config, data_dir=data_dir).ragged_batch(1 << 16)
+    chunks: dict[str, list] = {}
+    for batch in ds:
+        for key, value in batch.items():
+            if isinstance(value, tf.RaggedTensor):  # movie_genres: variable length
+                flat, splits = value.flat_values.numpy(), value.row_splits.numpy()
+                chunks.setdefault(key, []).extend(np.split(flat, splits[1:-1]))
+            else:
+                chunks.setdefault(key, []).append(value.numpy())
+    columns = {}
+    for key, parts in chunks.items():
+        if parts and isinstance(parts[0], np.ndarray) and parts[0].ndim == 1 and key != "movie_genres":
+            columns[key] = np.concatenate(parts)
+        else:
+            column = np.empty(len(parts), dtype=object)
+            column[:] = parts
+            columns[key] = column
+    for value in columns.values():
+        value.setflags(write=False)
+    return columns
+
+
+def load_columns(config: str = "100k-ratings", data_dir: Optional[str] = None) -> dict:
+    """Loads a whole MovieLens config into NumPy columns (cached per process).
+
+    Args:
+      config: str. A TFDS MovieLens config.
+      data_dir: str or None. As in `load`.
+
+    Returns:
+      A dict from feature name to a read-only NumPy array of length `num_examples`; string
+      features are `bytes` arrays, `movie_genres` is an object array of int64 arrays.
+    """
+    return _load_columns_cached(_normalise(config), _resolve_data_dir(data_dir))
