@@ -1,8 +1,64 @@
-"""The `towerkit` command line (subcommands are registered by the foundation issue)."""
+"""The `towerkit` command line.
 
+Each subcommand is a module `towerkit/cli/<module>.py` exposing `add_parser(subparsers)` (adds and
+returns its sub-parser) and `run(args) -> int`. Commands whose module is not installed are left
+out; an ImportError raised inside an existing command module propagates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
 import sys
+from typing import Optional, Sequence
+
+# (command, module) in the order `towerkit --help` lists them.
+COMMANDS = (
+    ("quickstart", "quickstart"),
+    ("train", "train"),
+    ("evaluate", "evaluate"),
+    ("export", "export"),
+    ("check-export", "check_export"),
+    ("recommend", "recommend"),
+)
 
 
-def main(argv=None) -> int:
-    print("towerkit: no subcommands yet", file=sys.stderr)
-    return 2
+def _command_modules() -> dict:
+    modules = {}
+    for command, module in COMMANDS:
+        name = f"towerkit.cli.{module}"
+        if importlib.util.find_spec(name) is not None:
+            modules[command] = importlib.import_module(name)
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Builds the top-level parser with one sub-parser per available command."""
+    parser = argparse.ArgumentParser(
+        prog="towerkit",
+        description="Two-tower retrieval, ANN indexes and TensorFlow Serving, built on TFRS.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command, module in _command_modules().items():
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(_run=module.run, _accepts_extra=getattr(module, "ACCEPTS_EXTRA", False))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the `towerkit` console script; returns the exit status."""
+    import towerkit  # noqa: F401  (legacy-Keras switch before any command imports TF)
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if extra and not args._accepts_extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = list(extra)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
