@@ -1,1 +1,13 @@
-"""towerkit.serving."""
+"""towerkit.serving: TensorFlow Serving exports, servability checks and clients.
+
+- `export(index_or_model, model_base_path, version=None, ...)`: versioned, atomic SavedModel with
+  warmup records.
+- `check(path)`: can stock `tensorflow/serving` load and run it? (`towerkit check-export`).
+- `Client(url, model_name)`: REST or gRPC client returning `Recommendations(ids, scores)`;
+  `LocalModel(path)` gives the same result from an export loaded in this process.
+"""
+
+from towerkit.serving.check import CheckReport, check
+from towerkit.serving.export import export, versions
+
+__all__ = ["CheckReport", "check", "export", "versions"]

@@ -1,0 +1,135 @@
+"""Versioned, atomic SavedModel exports for TensorFlow Serving, with warmup records."""
+
+import os
+import pathlib
+import shutil
+import uuid
+
+from towerkit.serving import signatures as signatures_lib
+from towerkit.serving import warmup as warmup_lib
+
+_TMP_PREFIX = ".towerkit-tmp-"
+
+
+def versions(model_base_path) -> list:
+    """Returns the published versions under a model base path, ascending.
+
+    Only directories named by a positive integer count, as in TF Serving's file system source;
+    in-progress exports (hidden temporary directories) do not.
+
+    Args:
+      model_base_path: str | os.PathLike. Directory holding `<version>/` subdirectories.
+
+    Returns:
+      list[int]; empty when the directory does not exist.
+    """
+    base = pathlib.Path(model_base_path)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir()
+                  if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+
+
+def export(index_or_model, model_base_path, version: int | None = None, query_signature=None,
+           warmup_queries: dict | None = None) -> pathlib.Path:
+    """Writes `model_base_path/<version>/`, a SavedModel that TensorFlow Serving can load.
+
+    The SavedModel is built in a hidden temporary directory inside `model_base_path` (same file
+    system) and renamed into place, so a server polling the base path never sees a partial version.
+    Signatures (see `towerkit.index.save_index`): `serving_default(**query_features) -> {ids,
+    scores}` with `max_k` results, `top_k(**query_features, k)` for a smaller `k`, and
+    `query_embedding(**query_features) -> {embedding}`.
+
+    Args:
+      index_or_model: A towerkit index (a built `tfrs.layers.factorized_top_k.TopK` subclass from
+        `towerkit.index`), saved with `towerkit.index.save_index`; or a path to an existing
+        SavedModel directory, copied as is.
+      model_base_path: str | os.PathLike. The model's base path (TF Serving's `base_path`).
+      version: int | None. Version number; the next integer after the largest existing version
+        (1 for an empty base path) when None.
+      query_signature: dict[str, tf.TensorSpec] | None. The raw query inputs, batch dim None, e.g.
+        `{"user_id": tf.TensorSpec([None], tf.string)}`; passed to `save_index`. None for an index
+        whose queries are embeddings, or when copying a SavedModel.
+      warmup_queries: dict[str, array-like] | None. A few real queries, `[n, ...]` per input
+        (n <= 1000), written as TF Serving warmup records (one single-row request to
+        `serving_default` each). None writes no warmup file.
+
+    Returns:
+      pathlib.Path of the published version directory.
+
+    Raises:
+      ValueError: `version` is not a positive integer or already exists; the warmup queries do not
+        match the `serving_default` inputs; the source path is not a SavedModel.
+      TypeError: `index_or_model` is neither a towerkit index nor a SavedModel path; a warmup input
+        has the wrong dtype.
+    """
+    base = pathlib.Path(model_base_path)
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                or version < 1):
+        raise ValueError(f"version must be a positive integer (TF Serving only loads directories "
+                         f"named 1, 2, ...), got {version!r}.")
+    if isinstance(index_or_model, (str, os.PathLike)):
+        source = pathlib.Path(index_or_model)
+        signatures_lib.read_saved_model_proto(source)  # Fails early, naming the problem.
+        if query_signature is not None:
+            raise ValueError("query_signature only applies when exporting an index; a SavedModel "
+                             "path is copied as is. Drop query_signature.")
+    elif not _is_index(index_or_model):
+        raise TypeError(f"export takes a towerkit index or a SavedModel directory, got "
+                        f"{type(index_or_model).__name__}. Build an index from towerkit.index "
+                        "(e.g. BruteForce) or pass the path written by tf.saved_model.save.")
+    base.mkdir(parents=True, exist_ok=True)
+    if version is None:
+        existing = versions(base)
+        version = existing[-1] + 1 if existing else 1
+    target = base / str(version)
+    if target.exists():
+        raise ValueError(f"{target} already exists: TF Serving versions are immutable. Export "
+                         f"with version=None (next is {versions(base)[-1] + 1}) or a new number.")
+    tmp = base / f"{_TMP_PREFIX}{version}-{uuid.uuid4().hex}"
+    try:
+        if isinstance(index_or_model, (str, os.PathLike)):
+            shutil.copytree(source, tmp)
+        else:
+            from towerkit.index import save_index  # Imported here: index is optional until built.
+
+            save_index(index_or_model, str(tmp), query_signature=query_signature)
+        if warmup_queries is not None:
+            _write_warmup(tmp, warmup_queries)
+        _fsync_tree(tmp)
+        try:
+            os.rename(tmp, target)  # Atomic on one file system; fails if target appeared meanwhile.
+        except OSError as error:
+            raise ValueError(f"could not publish {target}: {error}. Another export probably "
+                             "took this version; export again with version=None.") from error
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _is_index(obj) -> bool:
+    import tensorflow_recommenders as tfrs
+
+    return isinstance(obj, tfrs.layers.factorized_top_k.TopK)
+
+
+def _write_warmup(saved_model_dir, warmup_queries) -> None:
+    signatures = signatures_lib.read_signatures(saved_model_dir)
+    if "serving_default" not in signatures:
+        raise ValueError(f"the model has no 'serving_default' signature (it has "
+                         f"{sorted(signatures)}), which warmup requests and TF Serving call.")
+    queries = signatures_lib.validate_inputs(signatures["serving_default"], warmup_queries,
+                                             what="warmup_queries")
+    warmup_lib.write_warmup_requests(saved_model_dir, queries)
+
+
+def _fsync_tree(root) -> None:
+    """Flushes every file under `root` so that the rename publishes complete files after a crash."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
