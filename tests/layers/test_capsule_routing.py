@@ -1,0 +1,197 @@
+"""CapsuleRouting against a NumPy transcription of MIND's Algorithm 1 / ComiRec-DR's routing."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import towerkit  # noqa: F401  (legacy Keras switch)
+from towerkit.layers import CapsuleRouting, interest_count, squash
+
+
+def _np_squash(z):
+    # Paper: squash(z) = |z|^2 / (1 + |z|^2) * z / |z|.
+    norm = np.linalg.norm(z, axis=-1, keepdims=True)
+    return (norm ** 2 / (1 + norm ** 2)) * z / np.maximum(norm, 1e-12)
+
+
+def _np_routing(e, mask, kernel, logits, iterations, transform, active):
+    """One user at a time, literally: loops over i (behaviour) and j (interest).
+
+    e: [L, d]; mask: [L] bool; kernel: S [d, u] or W [P, K, d, u]; logits: b [L, K];
+    active: number of interests K'_u taking part.
+    """
+    length, num_interests = logits.shape
+    valid = [i for i in range(length) if mask[i]]
+    rank = {i: r for r, i in enumerate(valid)}
+
+    def e_hat(i, j):
+        if transform == "shared":
+            return e[i] @ kernel            # S e_i
+        return e[i] @ kernel[rank[i], j]    # W_ij e_i
+
+    b = logits.astype(np.float64).copy()
+    units = kernel.shape[-1]
+    u = np.zeros((num_interests, units))
+    for _ in range(iterations):
+        w = np.zeros_like(b)
+        for i in valid:  # w_ij = exp(b_ij) / sum_{k < K'_u} exp(b_ik)
+            ex = np.exp(b[i, :active] - b[i, :active].max())
+            w[i, :active] = ex / ex.sum()
+        for j in range(active):
+            z = sum(w[i, j] * e_hat(i, j) for i in valid)
+            u[j] = _np_squash(z)
+        for i in valid:
+            for j in range(active):
+                b[i, j] += u[j] @ e_hat(i, j)
+    return u
+
+
+def _inputs(batch=3, length=6, dim=5, seed=0):
+    rng = np.random.default_rng(seed)
+    e = rng.normal(size=(batch, length, dim)).astype(np.float32)
+    lengths = np.array([length, 3, 1])[:batch]
+    mask = np.arange(length)[None, :] < lengths[:, None]
+    return e, mask
+
+
+def _positions(mask):
+    return np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+
+
+@pytest.mark.parametrize("transform,initial,dynamic", [
+    ("shared", "random_normal", True),       # MIND B2I
+    ("shared", "random_normal", False),
+    ("per_position", "zeros", False),        # ComiRec-DR
+])
+def test_routing_matches_numpy_reference_with_fixed_logits(transform, initial, dynamic):
+    e, mask = _inputs()
+    layer = CapsuleRouting(num_interests=4, units=7, iterations=3, transform=transform,
+                           initial_logits=initial, max_length=6, dynamic_interests=dynamic,
+                           seed=3)
+    capsules, active = layer(e, mask=mask, training=False)
+    logits = layer.inference_logits(tf.constant(_positions(mask))).numpy()
+    if initial == "zeros":
+        assert not logits.any()
+    kernel = layer.kernel.numpy()
+    for user in range(e.shape[0]):
+        n_active = int(active[user].numpy().sum())
+        expected_active = min(4, max(1, int(np.floor(np.log2(mask[user].sum()))))) if dynamic else 4
+        assert n_active == expected_active
+        expected = _np_routing(e[user], mask[user], kernel, logits[user], 3, transform, n_active)
+        np.testing.assert_allclose(capsules[user].numpy(), expected, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("length,expected", [(1, 1), (3, 1), (8, 3), (16, 4), (2, 1), (7, 2),
+                                             (1000, 4)])
+def test_interest_count_rounds_log2_down(length, expected):
+    # K'_u = max(1, min(K, floor(log2 |I_u|))) with K = 4: log2(3) = 1.58 -> 1, log2(8) = 3.
+    assert int(interest_count(tf.constant([length]), 4)[0]) == expected
+
+
+def test_squash_golden_value():
+    # z = (3, 4): |z| = 5, |z|^2 = 25 -> 25/26 * (3, 4)/5 = (15/26, 20/26).
+    np.testing.assert_allclose(squash(tf.constant([[3.0, 4.0]])).numpy(),
+                               [[15 / 26, 20 / 26]], rtol=1e-6)
+    np.testing.assert_array_equal(squash(tf.zeros([1, 3])).numpy(), np.zeros([1, 3]))
+
+
+@pytest.mark.parametrize("transform,initial", [("shared", "random_normal"),
+                                               ("per_position", "zeros")])
+def test_padded_positions_change_nothing(transform, initial):
+    e, mask = _inputs()
+    layer = CapsuleRouting(4, transform=transform, initial_logits=initial, max_length=9,
+                           dynamic_interests=True)
+    reference, _ = layer(e, mask=mask, training=False)
+    # Garbage in padded slots, plus three extra padded slots at the end.
+    noisy = np.where(mask[:, :, None], e, 100.0 * np.random.default_rng(1).normal(size=e.shape))
+    padded = np.concatenate([noisy, np.full((3, 3, e.shape[2]), 7.0, np.float32)], axis=1)
+    padded_mask = np.concatenate([mask, np.zeros((3, 3), bool)], axis=1)
+    out, _ = layer(padded.astype(np.float32), mask=padded_mask, training=False)
+    np.testing.assert_allclose(out.numpy(), reference.numpy(), rtol=1e-5, atol=1e-6)
+    # Left padding (valid behaviours at the end) gives the same capsules too.
+    left = np.zeros_like(padded)
+    left_mask = np.zeros_like(padded_mask)
+    for b in range(3):
+        n = mask[b].sum()
+        left[b, -n:] = e[b, :n]
+        left_mask[b, -n:] = True
+    out, _ = layer(left, mask=left_mask, training=False)
+    np.testing.assert_allclose(out.numpy(), reference.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_inference_is_deterministic_and_batch_independent_training_is_fresh():
+    e, mask = _inputs()
+    layer = CapsuleRouting(4, transform="shared")
+    a, _ = layer(e, mask=mask, training=False)
+    b, _ = layer(e, mask=mask, training=False)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    alone, _ = layer(e[1:2], mask=mask[1:2], training=False)
+    np.testing.assert_allclose(alone.numpy()[0], a.numpy()[1], rtol=1e-5, atol=1e-6)
+    t1, _ = layer(e, mask=mask, training=True)
+    t2, _ = layer(e, mask=mask, training=True)
+    assert np.abs(t1.numpy() - t2.numpy()).max() > 1e-3  # fresh logits per training call
+    assert not layer.non_trainable_weights  # no state carried across calls
+    assert [w.name.split("/")[-1] for w in layer.weights] == ["kernel:0"]
+
+
+def test_no_gradient_through_routing_coefficients():
+    # With w held fixed, d capsule_j / d e_hat only passes through z_j = sum_i w_ij e_hat_ij.
+    # Check: the gradient equals the one obtained by routing with stop_gradient on everything but
+    # the final weighted sum, computed independently with the reference logits.
+    e, mask = _inputs(batch=1)
+    layer = CapsuleRouting(2, transform="shared", iterations=3, seed=5)
+    x = tf.constant(e)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        caps, _ = layer(x, mask=mask, training=False)
+        loss = tf.reduce_sum(caps * tf.constant([[[1.0] * caps.shape[-1], [-2.0] * caps.shape[-1]]]))
+    grad = tape.gradient(loss, x).numpy()
+    # Reference: routing weights from the NumPy loop (constants), then autodiff of squash(sum w S e).
+    kernel = layer.kernel.numpy()
+    logits = layer.inference_logits(tf.constant(_positions(mask))).numpy()[0]
+    b = logits.astype(np.float64)
+    valid = mask[0]
+    for it in range(3):
+        w = np.exp(b - b.max(1, keepdims=True))
+        w = w / w.sum(1, keepdims=True) * valid[:, None]
+        u = _np_squash(w.T @ (e[0] @ kernel))
+        if it < 2:
+            b = b + (e[0] @ kernel) @ u.T
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        z = tf.einsum("lk,ld->kd", tf.constant(w, tf.float32), tf.matmul(x[0], layer.kernel))
+        ref_loss = tf.reduce_sum(squash(z) * tf.constant([[1.0] * z.shape[-1], [-2.0] * z.shape[-1]]))
+    ref_grad = tape.gradient(ref_loss, x).numpy()
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_arguments_raise_actionable_errors():
+    with pytest.raises(ValueError, match="max_length"):
+        CapsuleRouting(4, transform="per_position")
+    with pytest.raises(ValueError, match="identical"):
+        CapsuleRouting(4, transform="shared", initial_logits="zeros")
+    with pytest.raises(ValueError, match="transform"):
+        CapsuleRouting(4, transform="bilinear")
+    with pytest.raises(ValueError, match=r"\[batch, length, dim\]"):
+        CapsuleRouting(4)(tf.zeros([3, 5]))
+    with pytest.raises(TypeError, match="float"):
+        CapsuleRouting(4)(tf.zeros([1, 3, 5], tf.int32))
+
+
+def test_config_and_savedmodel_round_trip(tmp_path):
+    layer = CapsuleRouting(3, units=4, transform="per_position", initial_logits="zeros",
+                           max_length=6, seed=2, name="routing")
+    e, mask = _inputs()
+    expected, expected_active = layer(e, mask=mask, training=False)
+    clone = CapsuleRouting.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+    behaviours = tf.keras.Input([6, 5])
+    valid = tf.keras.Input([6], dtype=tf.bool)
+    caps, active = layer(behaviours, mask=valid)
+    model = tf.keras.Model([behaviours, valid], [caps, tf.cast(active, tf.float32)])
+    model.save(tmp_path / "m")
+    loaded = tf.keras.models.load_model(tmp_path / "m")
+    out, out_active = loaded([e, mask], training=False)
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(out_active.numpy(), expected_active.numpy())

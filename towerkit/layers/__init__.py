@@ -1,0 +1,13 @@
+"""towerkit.layers: layers shared by several towers (capsule routing, attention readouts)."""
+
+from towerkit.layers.capsule_routing import CapsuleRouting, interest_count, squash
+from towerkit.layers.label_aware_attention import LabelAwareAttention
+from towerkit.layers.self_attentive_readout import SelfAttentiveReadout
+
+__all__ = [
+    "CapsuleRouting",
+    "LabelAwareAttention",
+    "SelfAttentiveReadout",
+    "interest_count",
+    "squash",
+]

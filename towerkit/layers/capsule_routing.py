@@ -1,0 +1,256 @@
+"""Dynamic routing from behaviour capsules to interest capsules (MIND B2I, ComiRec-DR)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow as tf
+
+__all__ = ["CapsuleRouting", "squash", "interest_count"]
+
+_TRANSFORMS = ("shared", "per_position")
+_INITIAL_LOGITS = ("random_normal", "zeros")
+
+
+def squash(z: tf.Tensor, axis: int = -1) -> tf.Tensor:
+    """The capsule non-linearity `squash(z) = |z|^2 / (1 + |z|^2) * z / |z|`.
+
+    Written as `z * |z| / (1 + |z|^2)` so that `z = 0` maps to 0 with a finite gradient.
+
+    Args:
+      z: float tensor. Capsules along `axis`.
+      axis: int. The capsule dimension.
+
+    Returns:
+      A tensor shaped like `z` whose vectors have norm `|z|^2 / (1 + |z|^2) < 1`.
+    """
+    squared = tf.reduce_sum(tf.square(z), axis=axis, keepdims=True)
+    return z * tf.sqrt(squared + 1e-9) / (1.0 + squared)
+
+
+def interest_count(lengths: tf.Tensor, max_interests: int) -> tf.Tensor:
+    """MIND's dynamic interest count `K'_u = max(1, min(K, log2(|I_u|)))`, rounded down.
+
+    The paper leaves the rounding of `log2` open; towerkit takes the floor, computed exactly in
+    integers (`floor(log2(n))` is the bit length of `n` minus one) so that powers of two never
+    fall one short through float error: lengths 1, 3, 8, 16 give 1, 1, 3, 4 (with K >= 4).
+
+    Args:
+      lengths: int tensor `[batch]`. Number of valid behaviours per user.
+      max_interests: int. K.
+
+    Returns:
+      int32 tensor `[batch]` with values in `[1, max_interests]`.
+    """
+    lengths = tf.cast(lengths, tf.int64)
+    floor_log2 = tf.zeros_like(lengths)
+    remaining = lengths
+    # Binary search on the bit length: six shifts cover every int64.
+    for shift in (32, 16, 8, 4, 2, 1):
+        big = remaining >= (1 << shift)
+        remaining = tf.where(big, tf.bitwise.right_shift(remaining, tf.constant(shift, tf.int64)),
+                             remaining)
+        floor_log2 = tf.where(big, floor_log2 + shift, floor_log2)
+    count = tf.clip_by_value(floor_log2, 1, max_interests)
+    return tf.cast(count, tf.int32)
+
+
+@tf.keras.utils.register_keras_serializable(package="towerkit")
+class CapsuleRouting(tf.keras.layers.Layer):
+    """Dynamic routing of behaviour embeddings into interest capsules, with masking.
+
+    For behaviour capsules `e_i` (the valid positions of a history) and interest capsules `j`:
+
+    1. prediction vectors `e_hat_ij`: `S e_i` with one bilinear map `S` shared by all interests
+       (`transform="shared"`, MIND's B2I routing) or `W_pj e_i` with one matrix per
+       (input position p, interest j) pair (`transform="per_position"`, ComiRec-DR);
+    2. routing logits `b_ij`: drawn from `N(0, logit_stddev^2)` (`"random_normal"`, MIND: with a
+       shared map, equal logits would give identical capsules) or zeros (`"zeros"`, ComiRec-DR);
+    3. `iterations` times: `w_ij = softmax_j(b_ij)` (over interests), `z_j = sum_i w_ij e_hat_ij`,
+       `u_j = squash(z_j)`, `b_ij += u_j . e_hat_ij`.
+
+    Padded behaviours get `w_ij = 0`, so they change nothing. With `dynamic_interests=True` only
+    the first `K'_u = interest_count(|I_u|, K)` interests take part in the softmax; the others are
+    zero and flagged in the returned interest mask.
+
+    Choices where the papers leave room (documented here, tested in `tests/layers`):
+      * No gradient flows through the routing coefficients: they are computed from
+        `stop_gradient(e_hat)`; the output `squash(sum_i w_ij e_hat_ij)` is differentiable in
+        `e_hat` with `w` held fixed (as ComiRec's reference code does).
+      * Random logits are drawn fresh on every training call (`tf.random.normal`, never a variable
+        carried across batches). At inference they are a fixed draw (a stateless normal with
+        `seed`), indexed by each behaviour's rank among the valid positions, so one history
+        always yields the same capsules whatever its padding or batch.
+      * Positions for `"per_position"` are likewise the rank among valid behaviours (oldest = 0),
+        which equals the slot index for right-padded histories.
+
+    Args:
+      num_interests: int. K, the number of interest capsules.
+      units: int or None. Capsule dimension; defaults to the input dimension.
+      iterations: int. Routing iterations r (both papers use 3).
+      transform: str. `"shared"` or `"per_position"`.
+      initial_logits: str. `"random_normal"` or `"zeros"`.
+      logit_stddev: float. Standard deviation of random initial logits.
+      max_length: int or None. Number of positions for `"per_position"` (required there).
+      dynamic_interests: bool. Use MIND's dynamic interest count.
+      seed: int. Seed of the fixed inference-time logits.
+      kernel_initializer: initializer of `S` / `W`.
+
+    Call args:
+      inputs: float tensor `[batch, length, input_dim]`. Behaviour embeddings.
+      mask: bool tensor `[batch, length]`. True at valid behaviours.
+      training: bool. Selects fresh (True) or fixed (False) random logits.
+
+    Returns:
+      `(capsules [batch, num_interests, units], interest_mask [batch, num_interests] bool)`.
+
+    Example:
+      >>> routing = CapsuleRouting(num_interests=4, transform="shared")
+      >>> capsules, active = routing(tf.random.normal([2, 20, 32]), mask=tf.ones([2, 20], bool))
+
+    References:
+      Li et al., "Multi-Interest Network with Dynamic Routing for Recommendation at Tmall",
+      CIKM 2019, https://arxiv.org/abs/1904.08030 (Algorithm 1).
+      Cen et al., "Controllable Multi-Interest Framework for Recommendation", KDD 2020,
+      https://arxiv.org/abs/2005.09347 (Section 3.2).
+    """
+
+    def __init__(self, num_interests: int, units: Optional[int] = None, iterations: int = 3,
+                 transform: str = "shared", initial_logits: str = "random_normal",
+                 logit_stddev: float = 1.0, max_length: Optional[int] = None,
+                 dynamic_interests: bool = False, seed: int = 0,
+                 kernel_initializer="glorot_normal", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_interests, int) or num_interests < 1:
+            raise ValueError(f"num_interests must be a positive int, got {num_interests!r}.")
+        if not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be a positive int, got {iterations!r}.")
+        if transform not in _TRANSFORMS:
+            raise ValueError(f"transform must be one of {_TRANSFORMS}, got {transform!r}.")
+        if initial_logits not in _INITIAL_LOGITS:
+            raise ValueError(
+                f"initial_logits must be one of {_INITIAL_LOGITS}, got {initial_logits!r}.")
+        if transform == "per_position" and (not isinstance(max_length, int) or max_length < 1):
+            raise ValueError(
+                "transform='per_position' needs max_length (the longest history fed), "
+                f"got {max_length!r}.")
+        if transform == "shared" and initial_logits == "zeros" and num_interests > 1:
+            raise ValueError(
+                "transform='shared' with initial_logits='zeros' makes every interest capsule "
+                "identical (MIND, Section 4.2.2); use initial_logits='random_normal'.")
+        self.num_interests = num_interests
+        self.units = units
+        self.iterations = iterations
+        self.transform = transform
+        self.initial_logits = initial_logits
+        self.logit_stddev = float(logit_stddev)
+        self.max_length = max_length
+        self.dynamic_interests = bool(dynamic_interests)
+        self.seed = int(seed)
+        self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        input_dim = int(input_shape[-1])
+        units = self.units or input_dim
+        if self.transform == "shared":
+            shape = [input_dim, units]
+        else:
+            shape = [self.max_length, self.num_interests, input_dim, units]
+        self.kernel = self.add_weight("kernel", shape=shape,
+                                      initializer=self.kernel_initializer, trainable=True)
+        super().build(input_shape)
+
+    def _predictions(self, inputs, positions):
+        """`e_hat [batch, length, num_interests, units]`."""
+        if self.transform == "shared":
+            shared = tf.einsum("bld,du->blu", inputs, self.kernel)
+            return tf.repeat(shared[:, :, None, :], self.num_interests, axis=2)
+        kernels = tf.gather(self.kernel, positions)  # [batch, length, K, d, units]
+        return tf.einsum("bld,blkdu->blku", inputs, kernels)
+
+    def _initial_logits(self, batch, length, positions, training):
+        shape = [batch, length, self.num_interests]
+        if self.initial_logits == "zeros":
+            return tf.zeros(shape)
+        if training:
+            return tf.random.normal(shape, stddev=self.logit_stddev)
+        return self.inference_logits(positions)
+
+    def inference_logits(self, positions):
+        """The fixed initial logits `[batch, length, num_interests]` used at inference.
+
+        Args:
+          positions: int tensor `[batch, length]`. Rank of each behaviour among the valid ones.
+        """
+        if self.initial_logits == "zeros":
+            return tf.zeros(tf.concat([tf.shape(positions), [self.num_interests]], 0))
+        size = tf.maximum(tf.reduce_max(positions) + 1, 1)
+        table = tf.random.stateless_normal(tf.stack([size, self.num_interests]),
+                                           seed=[self.seed, 7], stddev=self.logit_stddev)
+        return tf.gather(table, positions)
+
+    def call(self, inputs, mask=None, training=None):
+        inputs = tf.convert_to_tensor(inputs)
+        if inputs.shape.rank != 3:
+            raise ValueError(
+                f"CapsuleRouting expects behaviours [batch, length, dim], got shape {inputs.shape}.")
+        if not inputs.dtype.is_floating:
+            raise TypeError(f"CapsuleRouting expects float behaviours, got {inputs.dtype}.")
+        batch, length = tf.shape(inputs)[0], tf.shape(inputs)[1]
+        if mask is None:
+            mask = tf.ones([batch, length], tf.bool)
+        mask = tf.cast(mask, tf.bool)
+        valid = tf.cast(mask, inputs.dtype)
+        positions = tf.maximum(tf.cumsum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
+        if self.transform == "per_position":
+            # The rank stays below max_length when at most max_length behaviours are valid.
+            positions = tf.minimum(positions, self.max_length - 1)
+        if training is None:
+            training = tf.keras.backend.learning_phase()
+        training = bool(training) if isinstance(training, (bool, int)) else training
+
+        e_hat = self._predictions(inputs, positions)
+        e_hat_fixed = tf.stop_gradient(e_hat)
+        if self.dynamic_interests:
+            lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+            counts = interest_count(lengths, self.num_interests)
+            interest_mask = tf.sequence_mask(counts, self.num_interests)
+        else:
+            interest_mask = tf.ones([batch, self.num_interests], tf.bool)
+
+        if isinstance(training, bool):
+            logits = self._initial_logits(batch, length, positions, training)
+        else:
+            logits = tf.cond(
+                tf.cast(training, tf.bool),
+                lambda: self._initial_logits(batch, length, positions, True),
+                lambda: self._initial_logits(batch, length, positions, False))
+        exclude = tf.logical_not(interest_mask)[:, None, :]
+        for iteration in range(self.iterations):
+            weights = tf.nn.softmax(tf.where(exclude, -1e9, logits), axis=-1)
+            weights = tf.where(exclude, 0.0, weights) * valid[:, :, None]
+            if iteration < self.iterations - 1:
+                capsules = squash(tf.einsum("blk,blku->bku", weights, e_hat_fixed))
+                logits = logits + tf.einsum("bku,blku->blk", capsules, e_hat_fixed)
+            else:
+                capsules = squash(tf.einsum("blk,blku->bku", weights, e_hat))
+        return capsules, interest_mask
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "num_interests": self.num_interests,
+            "units": self.units,
+            "iterations": self.iterations,
+            "transform": self.transform,
+            "initial_logits": self.initial_logits,
+            "logit_stddev": self.logit_stddev,
+            "max_length": self.max_length,
+            "dynamic_interests": self.dynamic_interests,
+            "seed": self.seed,
+            "kernel_initializer": tf.keras.initializers.serialize(self.kernel_initializer),
+        })
+        return config
