@@ -1,1 +1,4 @@
 """towerkit.towers."""
+from towerkit.towers.comirec_dr import ComiRecDR  # noqa: E402,F401
+from towerkit.towers.comirec_sa import ComiRecSA  # noqa: E402,F401
+from towerkit.towers.mind import MIND  # noqa: E402,F401
