@@ -8,6 +8,15 @@
 """
 
 from towerkit.serving.check import CheckReport, check
+from towerkit.serving.client import Client
 from towerkit.serving.export import export, versions
+from towerkit.serving.local_model import LocalModel
+from towerkit.serving.recommendations import (InvalidRequestError, ModelNotFoundError,
+                                              Recommendations, ServerUnavailableError,
+                                              ServingError, ServingTimeoutError)
 
-__all__ = ["CheckReport", "check", "export", "versions"]
+__all__ = [
+    "CheckReport", "Client", "InvalidRequestError", "LocalModel", "ModelNotFoundError",
+    "Recommendations", "ServerUnavailableError", "ServingError", "ServingTimeoutError", "check",
+    "export", "versions",
+]

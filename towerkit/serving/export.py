@@ -5,6 +5,7 @@ import pathlib
 import shutil
 import uuid
 
+from towerkit.index import Index, save_index
 from towerkit.serving import signatures as signatures_lib
 from towerkit.serving import warmup as warmup_lib
 
@@ -41,15 +42,16 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
     `query_embedding(**query_features) -> {embedding}`.
 
     Args:
-      index_or_model: A towerkit index (a built `tfrs.layers.factorized_top_k.TopK` subclass from
-        `towerkit.index`), saved with `towerkit.index.save_index`; or a path to an existing
-        SavedModel directory, copied as is.
+      index_or_model: A built `towerkit.index.Index` (BruteForce, Annoy, the portable index, ...),
+        saved with `towerkit.index.save_index`; or a path to an existing SavedModel directory,
+        copied as is.
       model_base_path: str | os.PathLike. The model's base path (TF Serving's `base_path`).
       version: int | None. Version number; the next integer after the largest existing version
         (1 for an empty base path) when None.
-      query_signature: dict[str, tf.TensorSpec] | None. The raw query inputs, batch dim None, e.g.
-        `{"user_id": tf.TensorSpec([None], tf.string)}`; passed to `save_index`. None for an index
-        whose queries are embeddings, or when copying a SavedModel.
+      query_signature: dict[str, tf.TensorSpec] | tf.TensorSpec | None. The raw query inputs,
+        batch dim None, e.g. `{"user_id": tf.TensorSpec([None], tf.string)}`; passed to
+        `save_index` (None: inferred from the query model, or `queries` embeddings without one).
+        Must be None when copying a SavedModel.
       warmup_queries: dict[str, array-like] | None. A few real queries, `[n, ...]` per input
         (n <= 1000), written as TF Serving warmup records (one single-row request to
         `serving_default` each). None writes no warmup file.
@@ -74,7 +76,7 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
         if query_signature is not None:
             raise ValueError("query_signature only applies when exporting an index; a SavedModel "
                              "path is copied as is. Drop query_signature.")
-    elif not _is_index(index_or_model):
+    elif not isinstance(index_or_model, Index):
         raise TypeError(f"export takes a towerkit index or a SavedModel directory, got "
                         f"{type(index_or_model).__name__}. Build an index from towerkit.index "
                         "(e.g. BruteForce) or pass the path written by tf.saved_model.save.")
@@ -91,8 +93,6 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
         if isinstance(index_or_model, (str, os.PathLike)):
             shutil.copytree(source, tmp)
         else:
-            from towerkit.index import save_index  # Imported here: index is optional until built.
-
             save_index(index_or_model, str(tmp), query_signature=query_signature)
         if warmup_queries is not None:
             _write_warmup(tmp, warmup_queries)
@@ -106,12 +106,6 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _is_index(obj) -> bool:
-    import tensorflow_recommenders as tfrs
-
-    return isinstance(obj, tfrs.layers.factorized_top_k.TopK)
 
 
 def _write_warmup(saved_model_dir, warmup_queries) -> None:

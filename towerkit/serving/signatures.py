@@ -67,6 +67,13 @@ def _tensor_info(proto) -> TensorInfo:
     return TensorInfo(dtype=tf.dtypes.as_dtype(proto.dtype), shape=shape)
 
 
+def signature_from_proto(name: str, proto) -> Signature:
+    """Converts a `tensorflow.SignatureDef` proto (from a SavedModel or TF Serving metadata)."""
+    return Signature(name=name,
+                     inputs={k: _tensor_info(v) for k, v in proto.inputs.items()},
+                     outputs={k: _tensor_info(v) for k, v in proto.outputs.items()})
+
+
 def read_saved_model_proto(path) -> saved_model_pb2.SavedModel:
     """Parses `path/saved_model.pb`.
 
@@ -121,14 +128,8 @@ def read_signatures(path) -> dict:
       ValueError: `path` is not a readable SavedModel.
     """
     meta_graph = _serving_meta_graph(read_saved_model_proto(path), path)
-    return {
-        name: Signature(
-            name=name,
-            inputs={k: _tensor_info(v) for k, v in sig.inputs.items()},
-            outputs={k: _tensor_info(v) for k, v in sig.outputs.items()})
-        for name, sig in meta_graph.signature_def.items()
-        if not name.startswith("__")
-    }
+    return {name: signature_from_proto(name, sig)
+            for name, sig in meta_graph.signature_def.items() if not name.startswith("__")}
 
 
 def read_op_names(path) -> set:
