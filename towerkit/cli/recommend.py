@@ -1,0 +1,92 @@
+"""`towerkit recommend EXPORT_DIR_OR_URL --user 42 -k 10`: top candidates for one user.
+
+The target is a local export (loaded in this process with the TensorFlow runtime) or a running
+TensorFlow Serving: `http://host:8501` (REST) or `grpc://host:8500` (gRPC). All three print the
+same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "recommend", help="recommend for a user from an export or a running TF Serving",
+        description="Query a towerkit export for one user: a local export directory, a REST URL "
+                    "(http://host:8501) or a gRPC URL (grpc://host:8500).")
+    parser.add_argument("target", metavar="EXPORT_DIR_OR_URL",
+                        help="model base path, version directory, http(s):// or grpc:// URL")
+    parser.add_argument("--user", required=True,
+                        help="the user id, fed to the export's single query input")
+    parser.add_argument("-k", type=int, default=None,
+                        help="number of results (default: the export's max_k)")
+    parser.add_argument("--model-name", default="movielens",
+                        help="served model name, for URLs (default: %(default)s)")
+    parser.add_argument("--version", type=int, default=None,
+                        help="model version (URLs: pinned version; default: latest)")
+    parser.add_argument("--input", default=None,
+                        help="query input name (default: the signature's only input)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds per request, for URLs (default: %(default)s)")
+    return parser
+
+
+def _user_input(signature, user: str, input_name: str | None):
+    """Maps `--user` to the signature's query input, typed by its dtype."""
+    import numpy as np
+
+    names = sorted(signature.inputs)
+    if input_name is None:
+        if len(names) != 1:
+            raise ValueError(f"the export takes several query inputs {names}; --user fills one: "
+                             "pick it with --input NAME (or query with towerkit.serving.Client).")
+        input_name = names[0]
+    if input_name not in signature.inputs:
+        raise ValueError(f"--input {input_name!r} is not an input of serving_default; it takes "
+                         f"{names}.")
+    info = signature.inputs[input_name]
+    if info.dtype.is_integer:
+        try:
+            value = np.array([int(user)], dtype=info.dtype.as_numpy_dtype)
+        except ValueError:
+            raise ValueError(f"input {input_name!r} is {info.describe()}: --user must be an "
+                             f"integer, got {user!r}.") from None
+    elif info.dtype.name == "string":
+        value = np.array([user])
+    else:
+        raise ValueError(f"input {input_name!r} is {info.describe()}: `recommend --user` only "
+                         "feeds string or integer ids; use towerkit.serving.Client for others.")
+    return {input_name: value}
+
+
+def format_recommendations(result) -> str:
+    """The table printed by `towerkit recommend`: rank, id, score."""
+    lines = [f"{'rank':>4}  {'score':>10}  id"]
+    lines += [f"{rank:>4}  {score:>10.4f}  {item}" for rank, item, score in result.rows(0)]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from towerkit import serving
+
+    target = args.target
+    try:
+        if target.startswith(("http://", "https://", "grpc://")):
+            model = serving.Client(target, args.model_name, version=args.version,
+                                   timeout=args.timeout)
+        else:
+            path = target if args.version is None else f"{target.rstrip('/')}/{args.version}"
+            model = serving.LocalModel(path)
+        signatures = model.metadata()
+        if "serving_default" not in signatures:
+            raise ValueError(f"{target} has no serving_default signature (it has "
+                             f"{sorted(signatures)}): not a towerkit export.")
+        inputs = _user_input(signatures["serving_default"], args.user, args.input)
+        result = model.predict(inputs, k=args.k)
+    except (ValueError, serving.ServingError) as error:
+        print(f"towerkit recommend: {error}", file=sys.stderr)
+        return 2
+    print(format_recommendations(result))
+    return 0
