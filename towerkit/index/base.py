@@ -224,7 +224,7 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
     """
     k = self._resolve_k(k)
     scores, rows = self._search_rows(self.query_embedding(queries), k)
-    return scores, tf.gather(self._identifiers, rows)
+    return scores, self._gather_ids(rows)
 
   def query_with_exclusions(self, queries: Queries, exclusions, k=None):
     """Retrieves the top `k` candidates, skipping `exclusions` (e.g. already-seen items).
@@ -255,7 +255,7 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
     else:
       wide_k = tf.minimum(k + num_excluded, self._num_candidates)
     scores, rows = self._search_rows(self.query_embedding(queries), wide_k)
-    ids = tf.gather(self._identifiers, rows)
+    ids = self._gather_ids(rows)
     excluded = tf.reduce_any(tf.equal(ids[:, :, None], exclusions[:, None, :]), axis=-1)
     scores = tf.where(excluded, tf.fill(tf.shape(scores), float("-inf")), scores)
     scores, top = tf.math.top_k(scores, k=k)
@@ -271,6 +271,12 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
     if self._identifiers is None:
       raise ValueError(f"The {type(self).__name__} index is empty: call index(candidates, "
                        "identifiers) or index_from_dataset(ds) before querying or saving it.")
+
+  def _gather_ids(self, rows: tf.Tensor) -> tf.Tensor:
+    """Identifiers of candidate rows; row -1 (nothing found) maps to b"" or -1."""
+    ids = tf.gather(self._identifiers, tf.maximum(rows, 0))
+    missing = tf.fill(tf.shape(ids), b"" if ids.dtype == tf.string else -1)
+    return tf.where(rows < 0, tf.cast(missing, ids.dtype), ids)
 
   def _resolve_k(self, k):
     if k is None:

@@ -68,6 +68,29 @@ def _state_of(index: Index) -> list:
   return state
 
 
+def saved_model_ops(path: Union[str, os.PathLike]) -> set:
+  """Names of all ops in a SavedModel's graphs and function library (no op registration needed).
+
+  Used to detect SavedModels that need custom ops (e.g. ScaNN's `Scann>ScannSearchBatched`)
+  before handing them to a stock TensorFlow Serving.
+  """
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+
+  proto = saved_model_pb2.SavedModel()
+  pb_path = os.path.join(os.fspath(path), "saved_model.pb")
+  try:
+    with open(pb_path, "rb") as f:
+      proto.ParseFromString(f.read())
+  except OSError as e:
+    raise ValueError(f"No SavedModel at {path}: {e}. Pass the export directory.") from e
+  ops = set()
+  for meta_graph in proto.meta_graphs:
+    ops.update(node.op for node in meta_graph.graph_def.node)
+    for function in meta_graph.graph_def.library.function:
+      ops.update(node.op for node in function.node_def)
+  return ops
+
+
 def default_query_signature(index: Index) -> QuerySignature:
   """The signature used when none is given: embeddings `[None, dim]` without a query model."""
   if index.query_model is not None:
