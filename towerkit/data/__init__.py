@@ -1,1 +1,16 @@
-"""towerkit.data."""
+"""towerkit.data: MovieLens through tfds, deterministic splits, vocabularies."""
+
+from towerkit.data.movielens import MovieLensUnavailableError, load, load_columns
+from towerkit.data.splits import random_split, take_rows, temporal_split, tfrs_tutorial_split
+from towerkit.data.vocabulary import Vocabulary
+
+__all__ = [
+    "MovieLensUnavailableError",
+    "Vocabulary",
+    "load",
+    "load_columns",
+    "random_split",
+    "take_rows",
+    "temporal_split",
+    "tfrs_tutorial_split",
+]

@@ -1,0 +1,175 @@
+"""In-batch softmax retrieval task: `tfrs.tasks.Retrieval` configured from data.
+
+Adds to `tfrs.tasks.Retrieval`: the logQ sampling-probability correction computed from item
+frequencies (a lookup table from candidate id to its share of training interactions), input
+checks with actionable errors, a Keras config, and id-based or score-based top-K metrics.
+
+Loss reduction: like TFRS, the loss is the cross-entropy **summed** over the batch (not averaged),
+so its scale grows with the batch size; divide the learning rate accordingly when changing it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+__all__ = ["Retrieval"]
+
+
+@tf.keras.utils.register_keras_serializable(package="towerkit")
+class Retrieval(tfrs.tasks.Retrieval):
+    """Softmax over in-batch candidates, with temperature, logQ correction, hard negatives,
+    accidental-hit removal and sample weights.
+
+    For a batch of `B` (query `q_i`, positive candidate `c_i`) pairs the logits are
+    `s_ij = <q_i, c_j> / temperature - log p(c_j)` (the `- log p` term only with logQ), and the
+    loss is `sum_i w_i * (logsumexp_j s_ij - s_ii)` over the batch (TFRS sums, it does not
+    average). `remove_accidental_hits` masks `j != i` where `c_j` has the same id as `c_i`;
+    `num_hard_negatives` keeps only the highest-scoring negatives per row.
+
+    Example:
+    ```python
+    task = Retrieval(temperature=0.1, remove_accidental_hits=True,
+                     sampling_vocabulary=vocab.as_list(), sampling_counts=vocab.counts)
+    loss = task(query_embeddings, candidate_embeddings, candidate_ids=movie_ids)
+    ```
+
+    Args:
+      temperature: float or None. Divides the logits; smaller sharpens the softmax.
+      num_hard_negatives: int or None. Keep only this many hardest negatives per query.
+      remove_accidental_hits: bool. Mask in-batch negatives that share the positive's id
+        (needs `candidate_ids` at call time).
+      sampling_vocabulary: Sequence of candidate ids (str or int) whose training counts are
+        `sampling_counts`; enables the logQ correction (needs `candidate_ids` at call time). Ids
+        missing from it get the smallest known probability.
+      sampling_counts: Sequence[int]. Interaction counts aligned with `sampling_vocabulary`.
+      metrics: Optional `tfrs.metrics.FactorizedTopK` (or list) over the candidate corpus.
+      id_based_metrics: bool. Pass `candidate_ids` to the metrics (their index must then hold
+        candidate identifiers); otherwise metrics are score-based, as in the TFRS tutorials.
+      batch_metrics: Optional Keras metrics over the in-batch scores.
+
+    References:
+      Yi et al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
+      Recommendations", RecSys 2019 (logQ correction): https://doi.org/10.1145/3298689.3346996
+    """
+
+    def __init__(self, temperature: Optional[float] = None,
+                 num_hard_negatives: Optional[int] = None,
+                 remove_accidental_hits: bool = False,
+                 sampling_vocabulary: Optional[Sequence] = None,
+                 sampling_counts: Optional[Sequence[int]] = None,
+                 metrics=None, id_based_metrics: bool = False, batch_metrics=None,
+                 name: Optional[str] = None, **kwargs):
+        if temperature is not None and not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        if num_hard_negatives is not None and (not isinstance(num_hard_negatives, int)
+                                               or num_hard_negatives < 1):
+            raise ValueError(f"num_hard_negatives must be a positive int, got {num_hard_negatives!r}.")
+        super().__init__(metrics=metrics, batch_metrics=batch_metrics, temperature=temperature,
+                         num_hard_negatives=num_hard_negatives,
+                         remove_accidental_hits=remove_accidental_hits, name=name, **kwargs)
+        self.id_based_metrics = bool(id_based_metrics)
+        self._sampling_table = None
+        self.sampling_vocabulary = None
+        self.sampling_counts = None
+        if (sampling_vocabulary is None) != (sampling_counts is None):
+            raise ValueError("Pass both sampling_vocabulary and sampling_counts for the logQ "
+                             "correction, or neither.")
+        if sampling_vocabulary is not None:
+            self._build_sampling_table(sampling_vocabulary, sampling_counts)
+
+    def _build_sampling_table(self, vocabulary, counts) -> None:
+        vocabulary = [v.decode("utf-8") if isinstance(v, bytes) else v for v in vocabulary]
+        if isinstance(vocabulary[0], (int, np.integer)):
+            vocabulary = [int(v) for v in vocabulary]
+        counts = np.asarray(counts, dtype=np.float64)
+        if len(vocabulary) != len(counts) or len(counts) == 0:
+            raise ValueError(f"sampling_vocabulary ({len(vocabulary)}) and sampling_counts "
+                             f"({len(counts)}) must be non-empty and of equal length.")
+        if (counts <= 0).any():
+            raise ValueError("sampling_counts must be positive; drop ids that never occur.")
+        probabilities = counts / counts.sum()
+        self.sampling_vocabulary = vocabulary
+        self.sampling_counts = [int(c) for c in counts]
+        keys = tf.constant(vocabulary, dtype=tf.string if isinstance(vocabulary[0], str)
+                           else tf.int64)
+        self._sampling_key_dtype = keys.dtype
+        self._sampling_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(keys, tf.constant(probabilities, tf.float32)),
+            default_value=float(probabilities.min()))
+
+    def sampling_probability(self, candidate_ids: tf.Tensor) -> tf.Tensor:
+        """`p(c)`: each candidate's share of the training interactions, `[batch]` float32."""
+        if self._sampling_table is None:
+            raise ValueError("This task has no sampling_vocabulary; logQ correction is off.")
+        candidate_ids = tf.convert_to_tensor(candidate_ids)
+        if candidate_ids.dtype != self._sampling_key_dtype:
+            if candidate_ids.dtype.is_integer and self._sampling_key_dtype == tf.int64:
+                candidate_ids = tf.cast(candidate_ids, tf.int64)
+            else:
+                raise TypeError(f"candidate_ids are {candidate_ids.dtype.name} but the sampling "
+                                f"vocabulary holds {self._sampling_key_dtype.name} ids.")
+        return self._sampling_table.lookup(candidate_ids)
+
+    def call(self, query_embeddings: tf.Tensor, candidate_embeddings: tf.Tensor,
+             candidate_ids: Optional[tf.Tensor] = None,
+             sample_weight: Optional[tf.Tensor] = None,
+             compute_metrics: bool = True, compute_batch_metrics: bool = True) -> tf.Tensor:
+        """Returns the summed loss of the batch and updates the metrics.
+
+        Args:
+          query_embeddings: `[batch, dim]` (or `[batch, heads, dim]`, max-sim) float32.
+          candidate_embeddings: `[num_candidates, dim]`; row `i < batch` is query `i`'s positive,
+            extra rows are extra negatives.
+          candidate_ids: `[num_candidates]` ids; needed for logQ and accidental-hit removal.
+          sample_weight: `[batch]` weights of the queries.
+          compute_metrics: Whether to update the factorized top-K metrics (slow; skip in training).
+          compute_batch_metrics: Whether to update the in-batch metrics.
+        """
+        if query_embeddings.shape.rank not in (2, 3) or candidate_embeddings.shape.rank != 2:
+            raise ValueError(
+                f"Expected query embeddings [batch, dim] (or [batch, heads, dim]) and candidate "
+                f"embeddings [num_candidates, dim], got {query_embeddings.shape} and "
+                f"{candidate_embeddings.shape}.")
+        needs_ids = self._sampling_table is not None or self._remove_accidental_hits
+        if needs_ids and candidate_ids is None:
+            raise ValueError("candidate_ids are required when the logQ correction or "
+                             "remove_accidental_hits is enabled; pass candidate_ids=... .")
+        probability = (self.sampling_probability(candidate_ids)
+                       if self._sampling_table is not None else None)
+        loss = super().call(query_embeddings, candidate_embeddings, sample_weight=sample_weight,
+                            candidate_sampling_probability=probability,
+                            candidate_ids=candidate_ids, compute_metrics=False,
+                            compute_batch_metrics=compute_batch_metrics)
+        if not compute_metrics or query_embeddings.shape.rank != 2:
+            return loss
+        batch = tf.shape(query_embeddings)[0]
+        true_ids = candidate_ids[:batch] if (self.id_based_metrics
+                                             and candidate_ids is not None) else None
+        updates = [metric.update_state(query_embeddings, candidate_embeddings[:batch],
+                                       true_candidate_ids=true_ids, sample_weight=sample_weight)
+                   for metric in self.factorized_metrics]
+        with tf.control_dependencies([u for u in updates if u is not None]):
+            return tf.identity(loss)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({
+            "temperature": self._temperature,
+            "num_hard_negatives": self._num_hard_negatives,
+            "remove_accidental_hits": self._remove_accidental_hits,
+            "sampling_vocabulary": (list(self.sampling_vocabulary)
+                                    if self.sampling_vocabulary is not None else None),
+            "sampling_counts": (list(self.sampling_counts)
+                                if self.sampling_counts is not None else None),
+            "id_based_metrics": self.id_based_metrics,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Retrieval":
+        config = {k: v for k, v in config.items() if k not in ("trainable", "dtype")}
+        return cls(**config)
