@@ -4,7 +4,7 @@ import dataclasses
 import pathlib
 
 from towerkit.serving import clean_process
-from towerkit.serving import export as export_lib
+from towerkit.serving.export import versions
 from towerkit.serving import signatures as signatures_lib
 from towerkit.serving import warmup as warmup_lib
 
@@ -71,7 +71,7 @@ def resolve_version_dir(path) -> pathlib.Path:
     path = pathlib.Path(path)
     if (path / "saved_model.pb").is_file():
         return path
-    published = export_lib.versions(path)
+    published = versions(path)
     if not path.exists():
         raise ValueError(f"{path} does not exist: pass an export directory (a model base path with "
                          "version subdirectories, or one version directory).")

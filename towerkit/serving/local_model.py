@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from towerkit.serving import check as check_lib
+from towerkit.serving.check import resolve_version_dir
 from towerkit.serving import signatures as signatures_lib
 from towerkit.serving.recommendations import InvalidRequestError, Recommendations
 
@@ -25,7 +25,7 @@ class LocalModel:
     """
 
     def __init__(self, path):
-        self.path = check_lib.resolve_version_dir(path)
+        self.path = resolve_version_dir(path)
         self._signatures = signatures_lib.read_signatures(self.path)
         self._loaded = tf.saved_model.load(str(self.path))
 
