@@ -25,6 +25,24 @@ def test_bruteforce_export_runs_in_clean_process_like_in_process(toy_export, toy
     np.testing.assert_allclose(run.outputs["scores"], oracle_scores, rtol=1e-5)
 
 
+def test_annoy_export_runs_in_clean_process_like_in_process(tmp_path, toy):
+    # Annoy's best-first forest search runs in stock TF ops: the export must load and answer in a
+    # process with TensorFlow alone exactly as the in-process index does.
+    from towerkit.index import Annoy
+
+    ids, embeddings = toy.make_catalogue()
+    index = Annoy(toy.make_query_model(), k=toy.MAX_K, n_trees=4, search_k=20).index(
+        embeddings, identifiers=ids)
+    path = serving.export(index, tmp_path / "annoy", query_signature=toy.USER_SIGNATURE,
+                          warmup_queries={"user_id": toy.WARMUP_USERS})
+    users = np.array(["u0", "u5", "u12", "u19"])
+    run = clean_process.run_saved_model(path, {"user_id": users}, warmup=True)
+    assert run.warmup_requests == len(toy.WARMUP_USERS)
+    scores, found = index({"user_id": tf.constant(users)})
+    np.testing.assert_array_equal(run.outputs["ids"].astype(str), found.numpy().astype(str))
+    np.testing.assert_allclose(run.outputs["scores"], scores.numpy(), rtol=1e-6)
+
+
 def test_export_signatures_have_meaningful_names_and_explicit_specs(toy_export, toy):
     sigs = signatures.read_signatures(toy_export)
     assert set(sigs) == {"serving_default", "top_k", "query_embedding"}
