@@ -1,0 +1,366 @@
+"""Sequential retrieval recipes on the sequential benchmark protocol: `youtube_dnn`, `gru`, `popularity`.
+
+Data: `towerkit.data.sequential_protocol.SequentialProtocol` (per-user histories, the users
+split 80/10/10, "history before k -> item k" training examples). Every recipe retrieves over
+the whole catalogue and is scored with Recall/HR/NDCG@20/50 (`towerkit.evaluation`).
+
+`SequentialRecipe` is the reusable base: a subclass names itself and builds its query tower
+from the item embedding table (`build_query_tower`); training (in-batch softmax with logQ,
+sampled softmax with logQ, or the full softmax over the catalogue), evaluation, the top-N dump
+and `index_inputs` come from the base. Multi-interest towers returning
+`[batch, num_interests, dim]` work unchanged (items are scored by their best interest).
+
+Serving inputs (`index_inputs().query_signature`): `history`, tf.string `[batch, max_history]`
+raw TFDS movie ids, oldest first, padded with `""`; `history_length`, tf.int32 `[batch]`, the
+number of real items at the front of `history`. Strings are what clients have; the query model
+maps them to item indices with a `StringLookup` whose out-of-vocabulary index is 0, the padding
+index, so unknown or filtered-out movies are ignored like padding. Items beyond
+`history_length` are ignored too.
+
+A run directory holds `run.json`, `weights/` (a TF checkpoint of the query tower and the
+candidate table), `catalogue.npz` (item ids and titles) and `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import json
+import pathlib
+import time
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from towerkit.data.sequential_protocol import SequentialProtocol
+from towerkit.evaluation import evaluate_topn, popularity_topn, top_n_items
+from towerkit.recipes.base import IndexInputs, Recipe, register_recipe, write_run_config
+from towerkit.tasks.retrieval import Retrieval
+from towerkit.tasks.sampled_softmax import SampledSoftmax
+from towerkit.towers.gru import GRUTower
+from towerkit.towers.youtube_dnn import YouTubeDNN
+
+__all__ = ["SequentialRecipe", "SequentialRetrievalModel", "ServingQueryModel",
+           "YouTubeDNNRecipe", "GRURecipe", "PopularityRecipe", "TOP_N", "load_protocol"]
+
+TOP_N = 50
+METRIC_NS = (20, 50)
+LOSSES = ("full", "sampled", "inbatch")
+
+
+def load_protocol(config: dict) -> SequentialProtocol:
+    """The protocol of a run config (cached per process)."""
+    dataset = config["dataset"]
+    name = dataset.split("/", 1)[1] if dataset.startswith("movielens/") else dataset
+    return SequentialProtocol.from_tfds(name, data_dir=config.get("data_dir"),
+                                        max_history=int(config["params"].get("max_history", 20)))
+
+
+def _dump(path: str, protocol: SequentialProtocol, split: str, topn: np.ndarray) -> None:
+    users = protocol.split(split).user_ids
+    np.savez(path, user_id=users.astype(bytes),
+             topn_movie_id=protocol.item_ids[topn].astype(bytes))
+
+
+def _metrics(protocol: SequentialProtocol, split: str, topn: np.ndarray) -> dict:
+    metrics = evaluate_topn(topn, protocol.split(split).ground_truth, METRIC_NS)
+    metrics["num_users"] = len(topn)
+    return metrics
+
+
+class SequentialRetrievalModel(tfrs.Model):
+    """A query tower over behaviour features scored against an item embedding table.
+
+    Args:
+      query_tower: a Keras layer mapping the feature dict to `[batch, dim]` (or
+        `[batch, num_interests, dim]`; the loss then takes the best interest per candidate).
+      candidate_embedding: tf.keras.layers.Embedding `[num_items + 1, dim]`, row 0 padding.
+      task: `SampledSoftmax` (sampled or full softmax over the table) or `Retrieval`
+        (in-batch softmax; logQ and accidental hits as configured in it).
+      l2_normalize: bool. Cosine scores (divide by a temperature in the task).
+    """
+
+    def __init__(self, query_tower, candidate_embedding, task, l2_normalize: bool = False):
+        super().__init__()
+        self.query_tower = query_tower
+        self.candidate_embedding = candidate_embedding
+        self.task = task
+        self.l2_normalize = l2_normalize
+
+    def query(self, features, training: bool = False) -> tf.Tensor:
+        q = self.query_tower(features, training=training)
+        return tf.math.l2_normalize(q, axis=-1) if self.l2_normalize else q
+
+    def candidates(self) -> tf.Tensor:
+        table = self.candidate_embedding.embeddings
+        return tf.math.l2_normalize(table, axis=-1) if self.l2_normalize else table
+
+    def compute_loss(self, features, training: bool = False) -> tf.Tensor:
+        q = self.query(features, training=training)
+        table = self.candidates()
+        target = tf.cast(features["target"], tf.int64)
+        if q.shape.rank == 3:  # multi-interest: the interest closest to the target scores it
+            best = tf.argmax(tf.einsum("bkd,bd->bk", q, tf.gather(table, target)), axis=1)
+            q = tf.gather(q, best, batch_dims=1)
+        if isinstance(self.task, SampledSoftmax):
+            return self.task(q, target, table)
+        return self.task(q, tf.gather(table, target), candidate_ids=target,
+                         compute_metrics=False)
+
+
+class ServingQueryModel(tf.keras.Model):
+    """Raw serving inputs -> query embeddings: string movie ids through a lookup, then the tower.
+
+    Args:
+      item_ids: the catalogue's TFDS movie ids, index order, without padding (`item_ids[1:]`).
+      query_model: `SequentialRetrievalModel` (its `query` is applied).
+      max_history: int. Width of `history`.
+    """
+
+    def __init__(self, item_ids, query_model: SequentialRetrievalModel, max_history: int):
+        super().__init__()
+        vocab = [i.decode() if isinstance(i, bytes) else str(i) for i in item_ids]
+        # OOV index 0 == padding index: unknown movies are ignored.
+        self.lookup = tf.keras.layers.StringLookup(vocabulary=vocab, num_oov_indices=1,
+                                                   mask_token=None)
+        self.model = query_model
+        self.max_history = max_history
+
+    def call(self, inputs, training: bool = False):
+        history = tf.convert_to_tensor(inputs["history"])
+        if history.dtype != tf.string:
+            raise TypeError(f"'history' must hold TFDS movie id strings, got {history.dtype.name}.")
+        ids = self.lookup(history)
+        length = tf.cast(tf.reshape(inputs["history_length"], [-1, 1]), tf.int64)
+        ids = tf.where(tf.range(tf.shape(ids, out_type=tf.int64)[1])[tf.newaxis, :] < length,
+                       ids, tf.zeros_like(ids))
+        features = dict(inputs)
+        features["history"] = ids
+        features["history_length"] = tf.cast(tf.reshape(inputs["history_length"], [-1]), tf.int32)
+        return self.model.query(features, training=False)
+
+
+class SequentialRecipe(Recipe):
+    """Base of the trainable sequential recipes: subclasses implement `build_query_tower`.
+
+    Common flags: `--embedding-dim`, `--max-history`, `--batch-size`, `--learning-rate`,
+    `--loss {full,sampled,inbatch}`, `--num-negatives`, `--temperature`, `--l2-normalize`,
+    `--separate-candidate-embeddings`. Subclasses add theirs in `add_tower_arguments`.
+    """
+
+    default_epochs = 20
+    uses_user_features: bool = False
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--embedding-dim", type=int, default=64)
+        parser.add_argument("--max-history", type=int, default=20)
+        parser.add_argument("--batch-size", type=int, default=256)
+        parser.add_argument("--learning-rate", type=float, default=1e-3)
+        parser.add_argument("--loss", choices=LOSSES, default="full",
+                            help="full softmax over the catalogue, sampled softmax with logQ, "
+                                 "or in-batch softmax with logQ (default: %(default)s)")
+        parser.add_argument("--num-negatives", type=int, default=500,
+                            help="negatives per batch for --loss sampled")
+        parser.add_argument("--temperature", type=float, default=1.0)
+        parser.add_argument("--l2-normalize", action="store_true",
+                            help="cosine scores (use with --temperature ~0.05-0.2)")
+        parser.add_argument("--separate-candidate-embeddings", action="store_true",
+                            help="a candidate table separate from the history item table")
+        cls.add_tower_arguments(parser)
+
+    @classmethod
+    def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Tower-specific flags (their values arrive in `params`)."""
+
+    @abc.abstractmethod
+    def build_query_tower(self, params: dict, protocol: SequentialProtocol,
+                          item_embedding: tf.keras.layers.Embedding) -> tf.keras.layers.Layer:
+        """The query tower: maps the feature dict (see `SequentialProtocol.train_dataset`) to
+        `[batch, embedding_dim]` or `[batch, num_interests, embedding_dim]`."""
+
+    # ---- model -----------------------------------------------------------------------------
+    @staticmethod
+    def _params(config: dict) -> dict:
+        params = {"embedding_dim": 64, "max_history": 20, "batch_size": 256,
+                  "learning_rate": 1e-3, "loss": "full", "num_negatives": 500,
+                  "temperature": 1.0, "l2_normalize": False,
+                  "separate_candidate_embeddings": False}
+        params.update(config.get("params") or {})
+        if params["loss"] not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {params['loss']!r}.")
+        return params
+
+    def build_task(self, params: dict, protocol: SequentialProtocol):
+        if params["loss"] == "inbatch":
+            counts = np.bincount(protocol.train_examples["target"],
+                                 minlength=protocol.num_items + 1)
+            seen = np.flatnonzero(counts)
+            return Retrieval(temperature=params["temperature"], remove_accidental_hits=True,
+                             sampling_vocabulary=[int(i) for i in seen],
+                             sampling_counts=counts[seen])
+        return SampledSoftmax(
+            sampling_probability=protocol.target_probability,
+            num_negatives=params["num_negatives"] if params["loss"] == "sampled" else None,
+            temperature=params["temperature"])
+
+    def build_model(self, params: dict, protocol: SequentialProtocol) -> SequentialRetrievalModel:
+        dim = int(params["embedding_dim"])
+        items = tf.keras.layers.Embedding(protocol.num_items + 1, dim, name="item_embedding")
+        candidates = (tf.keras.layers.Embedding(protocol.num_items + 1, dim,
+                                                name="candidate_embedding")
+                      if params["separate_candidate_embeddings"] else items)
+        tower = self.build_query_tower(params, protocol, items)
+        model = SequentialRetrievalModel(tower, candidates, self.build_task(params, protocol),
+                                         l2_normalize=bool(params["l2_normalize"]))
+        model.query({k: tf.constant(v[:2]) for k, v in protocol.split("valid").features.items()})
+        return model
+
+    def _checkpoint(self, model: SequentialRetrievalModel) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(query_tower=model.query_tower,
+                                   candidate_embedding=model.candidate_embedding)
+
+    def _query_embeddings(self, model, protocol, split: str) -> np.ndarray:
+        out = [model.query(batch).numpy() for batch in protocol.query_dataset(split)]
+        return np.concatenate(out)
+
+    def _topn(self, model, protocol, split: str) -> np.ndarray:
+        return top_n_items(self._query_embeddings(model, protocol, split),
+                           model.candidates().numpy(), TOP_N)
+
+    # ---- Recipe contract -------------------------------------------------------------------
+    def train(self, config: dict, run_dir: pathlib.Path) -> dict:
+        run_dir = pathlib.Path(run_dir)
+        params = self._params(config)
+        protocol = load_protocol(config)
+        tf.keras.utils.set_random_seed(int(config["seed"]))
+        model = self.build_model(params, protocol)
+        model.compile(optimizer=tf.keras.optimizers.Adam(params["learning_rate"]),
+                      steps_per_execution=32)
+        data = protocol.train_dataset(int(params["batch_size"]), seed=int(config["seed"]))
+        start = time.perf_counter()
+        history = model.fit(data, epochs=int(config["epochs"]), verbose=0)
+        train_seconds = time.perf_counter() - start
+        write_run_config(run_dir, config)
+        self._checkpoint(model).write(str(run_dir / "weights" / "ckpt"))
+        np.savez(run_dir / "catalogue.npz", item_ids=protocol.item_ids[1:].astype(bytes),
+                 titles=(protocol.sequences.item_titles[1:].astype(bytes)
+                         if protocol.sequences.item_titles is not None else
+                         protocol.item_ids[1:].astype(bytes)))
+        metrics = {f"valid_{k}": v for k, v in
+                   _metrics(protocol, "valid", self._topn(model, protocol, "valid")).items()}
+        metrics["train_seconds"] = train_seconds
+        metrics["final_loss"] = float(history.history["loss"][-1])
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        return metrics
+
+    def _restore(self, run_dir) -> tuple:
+        from towerkit.recipes.base import load_run
+
+        _, config = load_run(run_dir)
+        params = self._params(config)
+        protocol = load_protocol(config)
+        model = self.build_model(params, protocol)
+        path = tf.train.latest_checkpoint(str(pathlib.Path(run_dir) / "weights")) or str(
+            pathlib.Path(run_dir) / "weights" / "ckpt")
+        try:
+            self._checkpoint(model).read(path).assert_existing_objects_matched()
+        except (tf.errors.NotFoundError, tf.errors.DataLossError, AssertionError, ValueError) as e:
+            raise ValueError(f"Cannot restore the weights of run {run_dir} ({type(e).__name__}: "
+                             f"{e}); retrain it with `towerkit train`.") from e
+        return config, protocol, model
+
+    def evaluate(self, run_dir, split: str = "test", dump_topn: Optional[str] = None) -> dict:
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test' (held-out users), got {split!r}.")
+        _, protocol, model = self._restore(run_dir)
+        topn = self._topn(model, protocol, split)
+        if dump_topn:
+            _dump(dump_topn, protocol, split, topn)
+        return _metrics(protocol, split, topn)
+
+    def index_inputs(self, run_dir) -> IndexInputs:
+        config, protocol, model = self._restore(run_dir)
+        length = protocol.max_history
+        query_model = ServingQueryModel(protocol.item_ids[1:], model, length)
+        test = protocol.split("test")
+        sample = {"history": protocol.item_ids[test.history[:8]].astype(bytes),
+                  "history_length": test.history_length[:8].astype(np.int32)}
+        signature = {"history": tf.TensorSpec([None, length], tf.string, name="history"),
+                     "history_length": tf.TensorSpec([None], tf.int32, name="history_length")}
+        titles = protocol.sequences.item_titles
+        return IndexInputs(
+            query_model=query_model, query_signature=signature,
+            candidate_ids=protocol.item_ids[1:].astype(bytes),
+            candidate_embeddings=model.candidates().numpy()[1:],
+            sample_queries=sample,
+            candidate_titles=titles[1:].astype(bytes) if titles is not None else None)
+
+
+@register_recipe
+class YouTubeDNNRecipe(SequentialRecipe):
+    """`youtube_dnn`: masked-mean history + example age (+ optional profile) ReLU tower."""
+
+    name = "youtube_dnn"
+
+    @classmethod
+    def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--hidden-units", default="128",
+                            help="comma-separated ReLU widths (default: %(default)s)")
+        parser.add_argument("--dropout", type=float, default=0.0)
+        parser.add_argument("--no-example-age", dest="example_age", action="store_false")
+
+    def build_query_tower(self, params, protocol, item_embedding):
+        units = [int(u) for u in str(params.get("hidden_units", "128")).split(",") if u.strip()]
+        return YouTubeDNN(item_embedding, hidden_units=units,
+                          output_dim=int(params["embedding_dim"]),
+                          use_example_age=bool(params.get("example_age", True)),
+                          dropout=float(params.get("dropout", 0.0)))
+
+
+@register_recipe
+class GRURecipe(SequentialRecipe):
+    """`gru`: the TFRS sequential-retrieval tutorial's GRU over the history."""
+
+    name = "gru"
+
+    def build_query_tower(self, params, protocol, item_embedding):
+        return GRUTower(item_embedding, units=int(params["embedding_dim"]))
+
+
+@register_recipe
+class PopularityRecipe(Recipe):
+    """`popularity`: every user gets the items most frequent among the train users."""
+
+    name = "popularity"
+    default_epochs = 1
+
+    def train(self, config: dict, run_dir: pathlib.Path) -> dict:
+        run_dir = pathlib.Path(run_dir)
+        protocol = load_protocol(config)
+        write_run_config(run_dir, config)
+        np.save(run_dir / "item_counts.npy", protocol.train_item_counts)
+        split = protocol.split("valid")
+        topn = popularity_topn(protocol.train_item_counts, len(split), TOP_N)
+        metrics = {f"valid_{k}": v for k, v in _metrics(protocol, "valid", topn).items()}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        return metrics
+
+    def evaluate(self, run_dir, split: str = "test", dump_topn: Optional[str] = None) -> dict:
+        from towerkit.recipes.base import load_run
+
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test' (held-out users), got {split!r}.")
+        _, config = load_run(run_dir)
+        protocol = load_protocol(config)
+        counts = np.load(pathlib.Path(run_dir) / "item_counts.npy")
+        topn = popularity_topn(counts, len(protocol.split(split)), TOP_N)
+        if dump_topn:
+            _dump(dump_topn, protocol, split, topn)
+        return _metrics(protocol, split, topn)
+
+    def index_inputs(self, run_dir) -> IndexInputs:
+        raise ValueError("The popularity baseline has no query model to export; export a "
+                         "trained recipe such as youtube_dnn.")
