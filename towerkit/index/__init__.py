@@ -4,10 +4,11 @@ from towerkit.index.annoy import Annoy
 from towerkit.index.annoy_forest import AnnoyForest, read_annoy_forest
 from towerkit.index.base import Index
 from towerkit.index.brute_force import BruteForce
+from towerkit.index.recall import exact_reference, recall_at_k, tune_for_recall
 from towerkit.index.saving import METADATA_FILE, save_index, saved_model_ops
 from towerkit.index.scann import ScaNN, default_scann_settings
 from towerkit.index.unique_top_k import unique_top_k
 
 __all__ = ["Annoy", "AnnoyForest", "BruteForce", "Index", "METADATA_FILE", "ScaNN",
-           "default_scann_settings", "read_annoy_forest", "save_index", "saved_model_ops",
-           "unique_top_k"]
+           "default_scann_settings", "exact_reference", "read_annoy_forest", "recall_at_k",
+           "save_index", "saved_model_ops", "tune_for_recall", "unique_top_k"]

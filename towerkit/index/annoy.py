@@ -66,6 +66,7 @@ class Annoy(Index):
     self._index_path = index_path
     self.library_index = None
     self.forest = None
+    self._collect_fn = None
 
   @property
   def search_k(self) -> int:
@@ -76,7 +77,18 @@ class Annoy(Index):
     if not isinstance(search_k, (int, np.integer)) or search_k < 1:
       raise ValueError(f"search_k must be a positive integer; got {search_k!r}.")
     self._search_k = int(search_k)
+    self._collect_fn = None  # search_k is baked into the traced loop.
     return self
+
+  def tuning_grid(self, k: int) -> list:
+    """`search_k` settings from `k * n_trees` doubling up to every item of every tree."""
+    self._check_built()
+    grid, search_k = [], max(k, k * self._n_trees // 2)
+    while True:
+      grid.append({"search_k": int(search_k)})
+      if search_k >= self._num_candidates * self._n_trees:
+        return grid
+      search_k *= 2
 
   def _build(self, candidates: np.ndarray) -> None:
     import annoy  # pylint: disable=g-import-not-at-top
@@ -95,6 +107,7 @@ class Annoy(Index):
     library_index.save(path)  # Reloads the file (mmap), so the library reads what we parse.
     self.library_index = library_index
     self.forest = forest = read_annoy_forest(path, dim)
+    self._collect_fn = None
     self._items = self._add_state("items", forest.items)
     self._roots = self._add_state("roots", forest.roots)
     self._kind = self._add_state("kind", forest.kind.astype(np.int32))
@@ -123,23 +136,35 @@ class Annoy(Index):
     return scores, rows
 
   def _search(self, queries: tf.Tensor, k):
+    found, scores = self._collect(queries)
+    return unique_top_k(scores, found, k)
+
+  def _collect(self, queries: tf.Tensor):
+    """Annoy's best-first traversal: `(items [batch, search_k + K], their dot scores)`."""
+    if self._collect_fn is None:
+      self._collect_fn = tf.function(
+          self._collect_graph,
+          input_signature=[tf.TensorSpec([None, self._dim], tf.float32)])
+    return self._collect_fn(queries)
+
+  def _collect_graph(self, queries: tf.Tensor):
     search_k = self.search_k
     forest = self.forest
     num_roots = int(forest.roots.shape[0])
     leaf = forest.max_leaf
-    # Every iteration pops one node and opens at most one new slot; leaf pops each add >= 1
-    # item, so 2 * search_k plus the tree depths bounds the pops annoy makes.
+    # Safety bound on pops (never reached in practice: the loop ends when every query has
+    # search_k items): leaf pops each add >= 1 item; splits are bounded by the tree depths.
     max_iter = 2 * search_k + num_roots * (forest.depth + 1)
-    capacity = num_roots + max_iter
     buffer = search_k + leaf + 1                      # last column: sink for masked writes
     batch = tf.shape(queries)[0]
     rows_b = tf.range(batch)
-
     neg_inf = float("-inf")
+    # Priority arrays grow (doubling) when a query runs out of slots.
+    initial = num_roots + 64
     priority = tf.concat([tf.fill([batch, num_roots], float("inf")),
-                          tf.fill([batch, capacity - num_roots], neg_inf)], axis=1)
+                          tf.fill([batch, initial - num_roots], neg_inf)], axis=1)
     node = tf.concat([tf.tile(self._roots[None, :], [batch, 1]),
-                      tf.zeros([batch, capacity - num_roots], tf.int32)], axis=1)
+                      tf.zeros([batch, initial - num_roots], tf.int32)], axis=1)
     found = tf.fill([batch, buffer], -1)
     count = tf.zeros([batch], tf.int32)
     used = tf.fill([batch], num_roots)
@@ -149,6 +174,12 @@ class Annoy(Index):
       return tf.logical_and(it < max_iter, tf.logical_not(tf.reduce_all(done)))
 
     def body(it, priority, node, found, count, used, done):
+      capacity = tf.shape(priority)[1]
+      priority, node = tf.cond(
+          tf.reduce_max(used) >= capacity,
+          lambda: (tf.concat([priority, tf.fill(tf.shape(priority), neg_inf)], axis=1),
+                   tf.concat([node, tf.zeros_like(node)], axis=1)),
+          lambda: (priority, node))
       top = tf.reduce_max(priority, axis=1)
       # std::priority_queue<pair<T, S>> pops the largest (priority, node id).
       tied = tf.equal(priority, top[:, None])
@@ -167,20 +198,19 @@ class Annoy(Index):
       sides = tf.gather(self._children, nd)
       p0, p1 = tf.minimum(top, -margin), tf.minimum(top, margin)
 
-      # Slot of the popped node: child 0 of a split, emptied for a leaf, untouched otherwise.
+      # Slot of the popped node: child 0 of a split, emptied for a leaf, untouched otherwise;
+      # child 1 goes to the next free slot.
       old_p = tf.gather(priority, slot, batch_dims=1)
       old_n = tf.gather(node, slot, batch_dims=1)
       new_p = tf.where(is_split, p0, tf.where(is_leaf, neg_inf, old_p))
       new_n = tf.where(is_split, sides[:, 0], old_n)
-      at_slot = tf.stack([rows_b, slot], axis=1)
-      append = tf.minimum(used, capacity - 1)
-      at_used = tf.stack([rows_b, append], axis=1)
-      cur_p = tf.gather(priority, append, batch_dims=1)
-      cur_n = tf.gather(node, append, batch_dims=1)
-      priority = tf.tensor_scatter_nd_update(priority, at_slot, new_p)
-      node = tf.tensor_scatter_nd_update(node, at_slot, new_n)
-      priority = tf.tensor_scatter_nd_update(priority, at_used, tf.where(is_split, p1, cur_p))
-      node = tf.tensor_scatter_nd_update(node, at_used, tf.where(is_split, sides[:, 1], cur_n))
+      cur_p = tf.gather(priority, used, batch_dims=1)
+      cur_n = tf.gather(node, used, batch_dims=1)
+      at = tf.concat([tf.stack([rows_b, slot], axis=1), tf.stack([rows_b, used], axis=1)], 0)
+      priority = tf.tensor_scatter_nd_update(
+          priority, at, tf.concat([new_p, tf.where(is_split, p1, cur_p)], 0))
+      node = tf.tensor_scatter_nd_update(
+          node, at, tf.concat([new_n, tf.where(is_split, sides[:, 1], cur_n)], 0))
       used = used + tf.cast(is_split, tf.int32)
 
       # Items of a leaf (item node or bucket) appended to `found`.
@@ -196,11 +226,15 @@ class Annoy(Index):
       return it + 1, priority, node, found, count, used, done
 
     _, _, _, found, _, _, _ = tf.while_loop(
-        cond, body, (tf.constant(0), priority, node, found, count, used, done))
+        cond, body, (tf.constant(0), priority, node, found, count, used, done),
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None]),
+                          tf.TensorShape([None, None]), tf.TensorShape([None, buffer]),
+                          tf.TensorShape([None]), tf.TensorShape([None]),
+                          tf.TensorShape([None])))
     found = found[:, :buffer - 1]
     vectors = tf.gather(self._items, tf.maximum(found, 0))
     scores = tf.reduce_sum(vectors * queries[:, None, :], axis=-1)
-    return unique_top_k(scores, found, k)
+    return found, scores
 
   def is_exact(self) -> bool:
     return False

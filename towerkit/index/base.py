@@ -67,6 +67,7 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
     self._num_candidates = None
     self._dim = None
     self._state = []
+    self._candidate_embeddings = None
     self.build_seconds = None
 
   # ------------------------------------------------------------------ properties
@@ -89,6 +90,11 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
   def identifiers(self) -> Optional[tf.Variable]:
     """The `[n]` candidate identifiers (row numbers as int32 when none were given)."""
     return self._identifiers
+
+  @property
+  def candidate_embeddings(self) -> Optional[np.ndarray]:
+    """The float32 `[n, dim]` candidates given to `index` (kept for recall measurements)."""
+    return self._candidate_embeddings
 
   @property
   def is_built(self) -> bool:
@@ -142,6 +148,7 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
     _LOG.info("%s: building over %d candidates x %d dims", type(self).__name__, n, dim)
     self._num_candidates, self._dim = n, dim
     self._state = []
+    self._candidate_embeddings = matrix
     self._build(matrix)
     with tf.init_scope():
       self._identifiers = tf.Variable(ids, trainable=False, name="identifiers")

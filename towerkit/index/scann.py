@@ -133,6 +133,22 @@ class ScaNN(Index):
                                                            self._num_candidates))
     return self
 
+  def tuning_grid(self, k: int) -> list:
+    """(leaves searched, reorder depth) settings from cheapest to most expensive.
+
+    Cost model: a leaf costs its share of AH-scored points (about 1/8 of an exact dot product
+    each, LUT16 scoring), a reordered candidate one exact dot product.
+    """
+    if self.settings is None or self.settings.get("exact"):
+      raise ValueError("This ScaNN index scores exactly (small catalogue): nothing to tune.")
+    n, num_leaves = self._num_candidates, self.settings["num_leaves"]
+    leaves = sorted({min(2 ** i, num_leaves) for i in range(0, 16)})
+    reorders = sorted({min(max(r, k), n) for r in (50, 100, 200, 500, 1000, 2000, 5000)})
+    grid = [{"num_leaves_to_search": l, "num_reordering_candidates": r}
+            for l in leaves for r in reorders]
+    return sorted(grid, key=lambda g: g["num_leaves_to_search"] * n / num_leaves / 8
+                  + g["num_reordering_candidates"])
+
   def _search(self, queries: tf.Tensor, k):
     from scann.scann_ops.py import scann_ops  # pylint: disable=g-import-not-at-top
 
