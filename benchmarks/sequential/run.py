@@ -1,0 +1,102 @@
+"""Sequential retrieval benchmark: any registered recipe, several seeds, test-user metrics.
+
+Trains each model with `Recipe.train` on the sequential protocol (movielens/100k-ratings by
+default), scores it with `Recipe.evaluate(split="test")` (Recall/HR/NDCG over the whole
+catalogue, see towerkit.data.sequential_protocol), and writes one JSON file of per-seed results
+plus a Markdown table (mean and min-max over seeds).
+
+Usage:
+  python benchmarks/sequential/run.py --models popularity gru youtube_dnn --seeds 0 1 2 \
+      --out benchmarks/sequential/results.json
+  # another recipe, e.g. a multi-interest one, with its own settings and result file:
+  python benchmarks/sequential/run.py --models mind --params '{"mind": {"num_interests": 4}}' \
+      --epochs '{"mind": 20}' --out benchmarks/sequential/multi_interest_results.json
+
+Settings of the built-in models are in `SETTINGS` (tuned on the valid users only);
+`--params`/`--epochs` (JSON by model name) override or add to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+import towerkit  # noqa: F401  (legacy Keras switch)
+from towerkit.recipes import get_recipe, make_run_config
+
+# model name -> (recipe, epochs, params). Chosen on the valid split (see RESULTS.md).
+SETTINGS = {
+    "popularity": ("popularity", 1, {}),
+    "gru": ("gru", 10, {"embedding_dim": 64, "batch_size": 256, "learning_rate": 1e-3,
+                        "loss": "full"}),
+    "youtube_dnn": ("youtube_dnn", 10, {"embedding_dim": 64, "hidden_units": "128",
+                                        "batch_size": 256, "learning_rate": 1e-3,
+                                        "loss": "full"}),
+}
+COLUMNS = ("recall@20", "recall@50", "hr@50", "ndcg@50", "train_seconds")
+
+
+def run_one(model: str, seed: int, dataset: str, data_dir, params: dict, epochs: int) -> dict:
+    recipe_name = SETTINGS.get(model, (model,))[0]
+    recipe = get_recipe(recipe_name)()
+    config = make_run_config(recipe_name, dataset, data_dir=data_dir, seed=seed, epochs=epochs,
+                             params=params)
+    with tempfile.TemporaryDirectory() as run_dir:
+        start = time.perf_counter()
+        trained = recipe.train(config, pathlib.Path(run_dir))
+        wall = time.perf_counter() - start
+        test = recipe.evaluate(run_dir, split="test")
+    return {"model": model, "seed": seed, "epochs": epochs, "params": params,
+            "train_seconds": float(trained.get("train_seconds", wall)),
+            "valid_recall@50": float(trained.get("valid_recall@50", float("nan"))),
+            **{k: float(v) for k, v in test.items()}}
+
+
+def table(rows: list) -> str:
+    lines = ["| model | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        cells = []
+        for c in COLUMNS:
+            v = np.array([r[c] for r in mine])
+            fmt = "{:.1f}" if c == "train_seconds" else "{:.3f}"
+            cells.append(f"{fmt.format(v.mean())} ({fmt.format(v.min())}-{fmt.format(v.max())})")
+        lines.append(f"| {model} (n={len(mine)}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["popularity", "gru", "youtube_dnn"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--dataset", default="movielens/100k-ratings")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--params", default="{}", help="JSON: model -> params overrides")
+    parser.add_argument("--epochs", default="{}", help="JSON: model -> epochs")
+    parser.add_argument("--out", default="benchmarks/sequential/results.json")
+    args = parser.parse_args(argv)
+    overrides, epochs = json.loads(args.params), json.loads(args.epochs)
+    rows = []
+    out = pathlib.Path(args.out)
+    for model in args.models:
+        _, default_epochs, params = SETTINGS.get(model, (model, 10, {}))
+        params = {**params, **overrides.get(model, {})}
+        for seed in args.seeds:
+            row = run_one(model, seed, args.dataset, args.data_dir, params,
+                          int(epochs.get(model, default_epochs)))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
+                                       "rows": rows}, indent=1))
+    print(table(rows))
+    out.with_suffix(".md").write_text(table(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
