@@ -134,3 +134,26 @@ def test_exported_index_serves_the_same_top_n(run_dir, protocol, tmp_path):
     # Ties aside, the served lists equal the offline ones: compare as sets of the top 45.
     for row_got, row_want in zip(got, expected):
         assert len(set(row_got[:45]) & set(row_want[:50])) >= 44
+
+
+def test_serving_query_model_maps_raw_user_features(protocol):
+    from towerkit.recipes.sequential import ServingQueryModel, YouTubeDNNRecipe
+
+    recipe = YouTubeDNNRecipe()
+    model = recipe.build_model(recipe._params({"params": {"embedding_dim": 8,
+                                                          "user_features": True}}), protocol)
+    vocabularies = dict(protocol.sequences.user_feature_vocabularies)
+    serving = ServingQueryModel(protocol.item_ids[1:], model, 20, vocabularies)
+    test = protocol.split("test")
+    raw = {"history": tf.constant(protocol.item_ids[test.history[:5]].astype(bytes)),
+           "history_length": tf.constant(test.history_length[:5])}
+    for name, vocab in vocabularies.items():
+        raw[name] = tf.constant(vocab[test.features[name][:5] - 1].astype(np.int64))
+    want = model.query({k: tf.constant(v[:5]) for k, v in test.features.items()})
+    np.testing.assert_allclose(serving(raw).numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    # An unknown raw value is treated as missing (code 0), not as another user's value.
+    raw["user_occupation"] = tf.constant([999] * 5, tf.int64)
+    missing = {k: tf.constant(v[:5]) for k, v in test.features.items()}
+    missing["user_occupation"] = tf.zeros([5], tf.int64)
+    np.testing.assert_allclose(serving(raw).numpy(), model.query(missing).numpy(), rtol=1e-5,
+                               atol=1e-6)

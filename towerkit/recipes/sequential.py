@@ -15,7 +15,10 @@ raw TFDS movie ids, oldest first, padded with `""`; `history_length`, tf.int32 `
 number of real items at the front of `history`. Strings are what clients have; the query model
 maps them to item indices with a `StringLookup` whose out-of-vocabulary index is 0, the padding
 index, so unknown or filtered-out movies are ignored like padding. Items beyond
-`history_length` are ignored too.
+`history_length` are ignored too. With `--user-features` (youtube_dnn), the raw profile values
+are inputs as well: `user_age` (TFDS `bucketized_user_age`), `user_gender` (0/1) and
+`user_occupation` (TFDS `user_occupation_label`), int64 `[batch]`; unknown values count as
+missing.
 
 A run directory holds `run.json`, `weights/` (a TF checkpoint of the query tower and the
 candidate table), `catalogue.npz` (item ids and titles) and `metrics.json`.
@@ -117,14 +120,22 @@ class ServingQueryModel(tf.keras.Model):
       item_ids: the catalogue's TFDS movie ids, index order, without padding (`item_ids[1:]`).
       query_model: `SequentialRetrievalModel` (its `query` is applied).
       max_history: int. Width of `history`.
+      user_feature_vocabularies: dict name -> sorted raw values (int-valued) of the profile
+        features the tower uses; raw values are mapped to codes `1..` (unknown -> 0).
     """
 
-    def __init__(self, item_ids, query_model: SequentialRetrievalModel, max_history: int):
+    def __init__(self, item_ids, query_model: SequentialRetrievalModel, max_history: int,
+                 user_feature_vocabularies: Optional[dict] = None):
         super().__init__()
         vocab = [i.decode() if isinstance(i, bytes) else str(i) for i in item_ids]
         # OOV index 0 == padding index: unknown movies are ignored.
         self.lookup = tf.keras.layers.StringLookup(vocabulary=vocab, num_oov_indices=1,
                                                    mask_token=None)
+        self.user_lookups = {
+            name: tf.keras.layers.IntegerLookup(
+                vocabulary=np.asarray(values).astype(np.int64).tolist(), num_oov_indices=1,
+                mask_token=None, name=f"{name}_lookup")
+            for name, values in (user_feature_vocabularies or {}).items()}
         self.model = query_model
         self.max_history = max_history
 
@@ -136,9 +147,11 @@ class ServingQueryModel(tf.keras.Model):
         length = tf.cast(tf.reshape(inputs["history_length"], [-1, 1]), tf.int64)
         ids = tf.where(tf.range(tf.shape(ids, out_type=tf.int64)[1])[tf.newaxis, :] < length,
                        ids, tf.zeros_like(ids))
-        features = dict(inputs)
-        features["history"] = ids
-        features["history_length"] = tf.cast(tf.reshape(inputs["history_length"], [-1]), tf.int32)
+        features = {"history": ids,
+                    "history_length": tf.cast(tf.reshape(inputs["history_length"], [-1]),
+                                              tf.int32)}
+        for name, lookup in self.user_lookups.items():
+            features[name] = lookup(tf.cast(inputs[name], tf.int64))
         return self.model.query(features, training=False)
 
 
@@ -284,12 +297,19 @@ class SequentialRecipe(Recipe):
     def index_inputs(self, run_dir) -> IndexInputs:
         config, protocol, model = self._restore(run_dir)
         length = protocol.max_history
-        query_model = ServingQueryModel(protocol.item_ids[1:], model, length)
+        used = [n for n in protocol.sequences.user_features
+                if n in getattr(model.query_tower, "side_embeddings", {})]
+        vocabularies = {n: protocol.sequences.user_feature_vocabularies[n] for n in used}
+        query_model = ServingQueryModel(protocol.item_ids[1:], model, length, vocabularies)
         test = protocol.split("test")
         sample = {"history": protocol.item_ids[test.history[:8]].astype(bytes),
                   "history_length": test.history_length[:8].astype(np.int32)}
         signature = {"history": tf.TensorSpec([None, length], tf.string, name="history"),
                      "history_length": tf.TensorSpec([None], tf.int32, name="history_length")}
+        for name, vocab in vocabularies.items():
+            # Raw TFDS values as int64 (age bucket, gender 0/1, occupation label).
+            sample[name] = vocab[test.features[name][:8] - 1].astype(np.int64)
+            signature[name] = tf.TensorSpec([None], tf.int64, name=name)
         titles = protocol.sequences.item_titles
         return IndexInputs(
             query_model=query_model, query_signature=signature,
@@ -311,11 +331,18 @@ class YouTubeDNNRecipe(SequentialRecipe):
                             help="comma-separated ReLU widths (default: %(default)s)")
         parser.add_argument("--dropout", type=float, default=0.0)
         parser.add_argument("--no-example-age", dest="example_age", action="store_false")
+        parser.add_argument("--user-features", action="store_true",
+                            help="add the user profile (age bucket, gender, occupation) as "
+                                 "pooled side features; they become serving inputs")
 
     def build_query_tower(self, params, protocol, item_embedding):
         units = [int(u) for u in str(params.get("hidden_units", "128")).split(",") if u.strip()]
+        side = {}
+        if params.get("user_features"):
+            side = {name: tf.keras.layers.Embedding(size, 8, name=f"{name}_embedding")
+                    for name, size in protocol.user_feature_sizes.items()}
         return YouTubeDNN(item_embedding, hidden_units=units,
-                          output_dim=int(params["embedding_dim"]),
+                          output_dim=int(params["embedding_dim"]), side_embeddings=side,
                           use_example_age=bool(params.get("example_age", True)),
                           dropout=float(params.get("dropout", 0.0)))
 
