@@ -8,15 +8,16 @@ embedding table), exports it with `towerkit.serving.export`, then times batch-1 
 - clean process: a subprocess with TensorFlow alone (no towerkit/TFRS/ScaNN/Annoy imported) that
   loads the SavedModel and calls `serving_default`, the signature TF Serving runs.
 
-All three run in this one invocation, on the same machine, one after the other; each reports
-p50/p99 over the same query sequence. Prints a Markdown table.
+All three run in this one invocation, on the same machine, in interleaved rounds (the order rotated
+every round) so that they see the same machine load; each reports p50/p99 over the same queries.
+Prints a Markdown table.
 
     python benchmarks/serving/bench_latency.py --candidates 100000 --repeats 2000
 """
 
 import argparse
+import os
 import pathlib
-import platform
 import shutil
 import sys
 import time
@@ -45,7 +46,7 @@ def build_index(candidates: int, dim: int, users: int, k: int, seed: int):
     return BruteForce(query_model, k=k).index(embeddings, identifiers=ids)
 
 
-def time_calls(fn, queries, repeats, warmup=20):
+def time_calls(fn, queries, repeats, warmup=5):
     for i in range(warmup):
         fn(queries[i % len(queries)])
     latencies = np.empty(repeats)
@@ -65,6 +66,8 @@ def main():
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="interleaved rounds; each times repeats/rounds calls per runtime")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -81,32 +84,39 @@ def main():
     np.testing.assert_array_equal(check.outputs["ids"], ids.numpy())
     np.testing.assert_allclose(check.outputs["scores"], scores.numpy(), rtol=1e-5)
 
+    # Interleaved rounds (order rotated each round) so that all runtimes see the same load on a
+    # shared machine; the clean child process waits idle while this process measures.
     queries = [{"user_id": tf.constant(user_ids[i:i + 1])} for i in range(len(user_ids))]
-    eager = time_calls(lambda q: index(q), queries, args.repeats)
     graph_fn = tf.function(lambda q: index(q))
-    graph = time_calls(graph_fn, queries, args.repeats)
-    clean = clean_process.time_saved_model(path, {"user_id": user_ids}, repeats=args.repeats,
-                                           warmup_calls=20)
+    per_round = max(1, args.repeats // args.rounds)
+    timings = {"eager": [], "graph": [], "clean": []}
+    with clean_process.CleanTimer(path, {"user_id": user_ids}, warmup_calls=20) as clean:
+        measure = {"eager": lambda: time_calls(lambda q: index(q), queries, per_round),
+                   "graph": lambda: time_calls(graph_fn, queries, per_round),
+                   "clean": lambda: clean.time(per_round)}
+        order = list(measure)
+        for r in range(args.rounds):
+            for name in order[r % 3:] + order[:r % 3]:
+                timings[name].append(measure[name]())
+    eager, graph, clean = (np.concatenate(timings[n]) for n in ("eager", "graph", "clean"))
 
-    def row(name, lat):
-        p50, p99 = np.percentile(lat, 50) * 1e3, np.percentile(lat, 99) * 1e3
-        return name, p50, p99
+    def pct(lat, q):
+        return np.percentile(lat, q) * 1e3
 
-    rows = [row("in-process index, eager call", eager),
-            row("in-process index, tf.function", graph),
-            row("clean process, SavedModel serving_default", clean)]
-    base_p50, base_p99 = rows[0][1], rows[0][2]
-    print(f"\nBruteForce, {args.candidates:,} x {args.dim} float32 candidates, k={args.k}, "
-          f"batch 1, {args.repeats} calls each; {platform.processor() or platform.machine()}, "
-          f"TF {tf.__version__}, Python {sys.version.split()[0]}, "
-          f"intra-op threads default\n")
-    print("| runtime | p50 ms | p99 ms | p50 / eager index p50 | p99 / eager index p99 |")
+    base_p50, base_p99 = pct(eager, 50), pct(eager, 99)
+    print(f"\nBruteForce, {args.candidates:,} x {args.dim} float32 candidates, k={args.k}, batch 1, "
+          f"{per_round * args.rounds} calls per runtime in {args.rounds} interleaved rounds; "
+          f"TF {tf.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+          f"load average at the end {os.getloadavg()[0]:.1f}\n")
+    print("| runtime | p50 ms | p99 ms | p50 ratio to in-process eager | p99 ratio |")
     print("|---|---:|---:|---:|---:|")
-    for name, p50, p99 in rows:
-        print(f"| {name} | {p50:.3f} | {p99:.3f} | {p50 / base_p50:.2f} | {p99 / base_p99:.2f} |")
-    graph_p50 = rows[1][1]
-    print(f"\nclean-process p50 / in-process tf.function p50: {rows[2][1] / graph_p50:.2f}")
-
+    for name, lat in (("in-process index, eager call", eager),
+                      ("in-process index, tf.function", graph),
+                      ("clean process, SavedModel serving_default", clean)):
+        print(f"| {name} | {pct(lat, 50):.3f} | {pct(lat, 99):.3f} | "
+              f"{pct(lat, 50) / base_p50:.2f} | {pct(lat, 99) / base_p99:.2f} |")
+    print(f"\nclean process / in-process tf.function: p50 {pct(clean, 50) / pct(graph, 50):.2f}, "
+          f"p99 {pct(clean, 99) / pct(graph, 99):.2f}")
 
 if __name__ == "__main__":
     main()

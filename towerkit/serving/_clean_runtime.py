@@ -14,6 +14,7 @@ Commands (`{"command": ...}`):
     warmup failure is reported as `load_error` rather than failing the command.
   bench: `{"path", "signature", "inputs_npz", "repeats", "warmup_calls"}` -> per-call latencies (s)
         of single calls with each row of `inputs_npz` in turn.
+  bench_rounds: as bench, but interactive (see `_bench_rounds`), for interleaved comparisons.
 Every reply carries `"foreign_modules"`: the towerkit/TFRS/ScaNN/Annoy modules present in this
 process (always expected to be empty).
 """
@@ -93,7 +94,8 @@ def _check(command):
     return reply
 
 
-def _bench(command):
+def _timed_calls(command):
+    """Loads the model and returns `time_calls(n) -> [latency_s]`, cycling through the rows."""
     import numpy as np
     import tensorflow as tf
 
@@ -103,24 +105,44 @@ def _bench(command):
         columns = {name: data[name] for name in data.files}
     rows = len(next(iter(columns.values())))
     single = [{name: tf.constant(col[i:i + 1]) for name, col in columns.items()}
-                        for i in range(rows)]
-    for i in range(command.get("warmup_calls", 10)):
-        signature(**single[i % rows])
-    latencies = []
-    for i in range(command["repeats"]):
-        inputs = single[i % rows]
-        start = time.perf_counter()
-        outputs = signature(**inputs)
-        for value in outputs.values():
-            value.numpy()
-        latencies.append(time.perf_counter() - start)
-    return {"latencies_s": latencies}
+              for i in range(rows)]
+    calls = [0]
+
+    def time_calls(n):
+        latencies = []
+        for _ in range(n):
+            inputs = single[calls[0] % rows]
+            calls[0] += 1
+            start = time.perf_counter()
+            outputs = signature(**inputs)
+            for value in outputs.values():
+                value.numpy()
+            latencies.append(time.perf_counter() - start)
+        return latencies
+
+    time_calls(command.get("warmup_calls", 10))
+    return time_calls
+
+
+def _bench_rounds(command):
+    """Interactive: after a `{"ready": true}` line, each stdin line `n` times n calls and answers
+    `{"latencies_s": [...]}`; `0` ends. Lets a caller interleave rounds with other runtimes."""
+    time_calls = _timed_calls(command)
+    sys.stdout.write(json.dumps({"ready": True}) + "\n")
+    sys.stdout.flush()
+    for line in sys.stdin:
+        n = int(line)
+        if n == 0:
+            break
+        sys.stdout.write(json.dumps({"latencies_s": time_calls(n)}) + "\n")
+        sys.stdout.flush()
+    return {}
 
 
 def main():
-    command = json.loads(sys.stdin.read())
+    command = json.loads(sys.stdin.readline())
     handlers = {"unregistered_ops": _unregistered_ops, "run": _run, "check": _check,
-                "bench": _bench}
+                "bench_rounds": _bench_rounds}
     try:
         reply = handlers[command["command"]](command)
         reply["ok"] = True

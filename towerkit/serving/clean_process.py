@@ -122,28 +122,76 @@ def run_saved_model(path, inputs: dict | None = None, signature: str = "serving_
                     outputs=outputs)
 
 
-def time_saved_model(path, inputs: dict, repeats: int, signature: str = "serving_default",
-                     warmup_calls: int = 10, timeout: float = 600) -> np.ndarray:
-    """Times single-row calls of a signature in a clean TensorFlow process.
+class CleanTimer:
+    """A clean TensorFlow process holding a loaded SavedModel that times single calls on demand.
+
+    Rounds of `time(n)` can be interleaved with other measurements in the calling process, so
+    that both see the same machine load (the child waits, idle, between rounds).
 
     Args:
       path: str | os.PathLike. A SavedModel version directory.
-      inputs: dict[str, np.ndarray]. `[n, ...]` rows; call `i` uses row `i % n` as a batch of 1.
-      repeats: int. Number of timed calls.
+      inputs: dict[str, np.ndarray]. `[n, ...]` rows; calls cycle through them as batches of 1.
       signature: str. Signature to call.
-      warmup_calls: int. Untimed calls first.
-      timeout: float. Seconds before the child is killed.
+      warmup_calls: int. Untimed calls after loading.
 
-    Returns:
-      np.ndarray [repeats] of per-call latencies in seconds (call + copying outputs to NumPy).
+    Raises:
+      CleanProcessError: the child failed to load the model or to answer.
     """
-    with tempfile.TemporaryDirectory(prefix="towerkit-clean-") as tmp:
-        npz = os.path.join(tmp, "inputs.npz")
+
+    def __init__(self, path, inputs: dict, signature: str = "serving_default",
+                 warmup_calls: int = 10):
+        self._tmp = tempfile.TemporaryDirectory(prefix="towerkit-clean-")
+        npz = os.path.join(self._tmp.name, "inputs.npz")
         np.savez(npz, **{k: _storable(v) for k, v in inputs.items()})
-        reply = _call({"command": "bench", "path": str(pathlib.Path(path).resolve()),
-                       "signature": signature, "inputs_npz": npz, "repeats": repeats,
-                       "warmup_calls": warmup_calls}, timeout)
-    return np.asarray(reply["latencies_s"])
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", str(_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, env=env)
+        self._send(json.dumps({"command": "bench_rounds", "signature": signature,
+                               "path": str(pathlib.Path(path).resolve()), "inputs_npz": npz,
+                               "warmup_calls": warmup_calls}))
+        reply = self._receive()
+        if not reply.get("ready"):
+            self._process.wait(timeout=60)
+            raise CleanProcessError(f"the clean TensorFlow process failed to load the model: "
+                                    f"{reply.get('error')}")
+
+    def _send(self, line: str) -> None:
+        self._process.stdin.write(line + "\n")
+        self._process.stdin.flush()
+
+    def _receive(self) -> dict:
+        while True:
+            line = self._process.stdout.readline()
+            if not line:
+                raise CleanProcessError("the clean TensorFlow process exited unexpectedly.")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def time(self, repeats: int) -> np.ndarray:
+        """Returns `[repeats]` per-call latencies in seconds (call + outputs to NumPy)."""
+        self._send(str(int(repeats)))
+        reply = self._receive()
+        if "latencies_s" not in reply:
+            raise CleanProcessError(f"the clean TensorFlow process failed: {reply.get('error')}")
+        return np.asarray(reply["latencies_s"])
+
+    def close(self) -> None:
+        """Ends the child process and checks that it stayed clean."""
+        if self._process.poll() is None:
+            self._send("0")
+            reply = self._receive()
+            self._process.wait(timeout=60)
+            if reply.get("foreign_modules"):
+                raise CleanProcessError(f"the clean process imported {reply['foreign_modules']}.")
+        self._tmp.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
 def _storable(value) -> np.ndarray:
