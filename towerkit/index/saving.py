@@ -22,10 +22,6 @@ class _IndexModule(tf.Module):
 
   def __init__(self, index: Index, signature: QuerySignature):
     super().__init__(name="towerkit_index")
-    # Track the index's state (variables, lookup tables, assets) but not the Keras objects
-    # themselves: Keras would re-trace every sub-layer's `call` for its own SavedModel format,
-    # which fails for query models that were never called with `training=` (and is not needed).
-    self.state = _state_of(index)
     single = isinstance(signature, tf.TensorSpec)
     specs = {QUERIES_KEY: signature} if single else dict(signature)
     specs = {name: tf.TensorSpec(s.shape, s.dtype, name=name) for name, s in specs.items()}
@@ -55,6 +51,22 @@ class _IndexModule(tf.Module):
     self.serving_default = serving_default
     self.top_k = top_k
     self.query_embedding = query_embedding
+
+  def trace(self, index: Index) -> dict:
+    """Traces the signatures, then tracks the index's state.
+
+    Tracing first lets a query model that was never called create its variables. The state
+    (variables, lookup tables, assets) is tracked without the Keras objects themselves: Keras
+    would re-trace every sub-layer's `call` for its own SavedModel format, which fails for
+    models whose `call` takes no `training=` argument (and is not needed here).
+    """
+    signatures = {
+        "serving_default": self.serving_default.get_concrete_function(),
+        "top_k": self.top_k.get_concrete_function(),
+        "query_embedding": self.query_embedding.get_concrete_function(),
+    }
+    self.state = _state_of(index)
+    return signatures
 
 
 def _state_of(index: Index) -> list:
@@ -151,11 +163,7 @@ def save_index(index: Index, path: Union[str, os.PathLike],
         f"{type(index).__name__} SavedModel at {path} needs the custom ops "
         f"{', '.join(index.custom_ops)}: stock TensorFlow Serving cannot load it. Export a "
         "'portable' or 'annoy' index for stock TF Serving.", RuntimeWarning, stacklevel=2)
-  tf.saved_model.save(module, path, signatures={
-      "serving_default": module.serving_default.get_concrete_function(),
-      "top_k": module.top_k.get_concrete_function(),
-      "query_embedding": module.query_embedding.get_concrete_function(),
-  })
+  tf.saved_model.save(module, path, signatures=module.trace(index))
   metadata = {
       "kind": type(index).__name__,
       "max_k": index.max_k,
