@@ -160,13 +160,15 @@ class CapsuleRouting(tf.keras.layers.Layer):
                                       initializer=self.kernel_initializer, trainable=True)
         super().build(input_shape)
 
-    def _predictions(self, inputs, positions):
-        """`e_hat [batch, length, num_interests, units]`."""
+    def _predictions(self, inputs):
+        """`e_hat`: `[batch, length, units]` (shared) or `[batch, length, K, units]`.
+
+        `inputs` are compacted (valid behaviours first), so slot l holds the behaviour of rank l.
+        """
         if self.transform == "shared":
-            shared = tf.einsum("bld,du->blu", inputs, self.kernel)
-            return tf.repeat(shared[:, :, None, :], self.num_interests, axis=2)
-        kernels = tf.gather(self.kernel, positions)  # [batch, length, K, d, units]
-        return tf.einsum("bld,blkdu->blku", inputs, kernels)
+            return tf.einsum("bld,du->blu", inputs, self.kernel)
+        slots = tf.minimum(tf.range(tf.shape(inputs)[1]), self.max_length - 1)
+        return tf.einsum("bld,lkdu->blku", inputs, tf.gather(self.kernel, slots))
 
     def _initial_logits(self, batch, length, positions, training):
         shape = [batch, length, self.num_interests]
@@ -200,16 +202,19 @@ class CapsuleRouting(tf.keras.layers.Layer):
         if mask is None:
             mask = tf.ones([batch, length], tf.bool)
         mask = tf.cast(mask, tf.bool)
+        # Compact: valid behaviours first, in their original order (a stable sort), so that the
+        # slot of a valid behaviour is its rank. Routing sums over behaviours, so the
+        # permutation changes nothing else.
+        order = tf.argsort(tf.cast(tf.logical_not(mask), tf.int32), axis=1, stable=True)
+        inputs = tf.gather(inputs, order, batch_dims=1)
+        mask = tf.gather(mask, order, batch_dims=1)
         valid = tf.cast(mask, inputs.dtype)
-        positions = tf.maximum(tf.cumsum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
-        if self.transform == "per_position":
-            # The rank stays below max_length when at most max_length behaviours are valid.
-            positions = tf.minimum(positions, self.max_length - 1)
+        positions = tf.broadcast_to(tf.range(length)[None, :], [batch, length])
         if training is None:
             training = tf.keras.backend.learning_phase()
         training = bool(training) if isinstance(training, (bool, int)) else training
 
-        e_hat = self._predictions(inputs, positions)
+        e_hat = self._predictions(inputs)
         e_hat_fixed = tf.stop_gradient(e_hat)
         if self.dynamic_interests:
             lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
@@ -225,15 +230,17 @@ class CapsuleRouting(tf.keras.layers.Layer):
                 tf.cast(training, tf.bool),
                 lambda: self._initial_logits(batch, length, positions, True),
                 lambda: self._initial_logits(batch, length, positions, False))
+        # With a shared map, e_hat_j|i = S e_i is the same for every interest j.
+        hat = "blu" if self.transform == "shared" else "blku"
         exclude = tf.logical_not(interest_mask)[:, None, :]
         for iteration in range(self.iterations):
             weights = tf.nn.softmax(tf.where(exclude, -1e9, logits), axis=-1)
             weights = tf.where(exclude, 0.0, weights) * valid[:, :, None]
             if iteration < self.iterations - 1:
-                capsules = squash(tf.einsum("blk,blku->bku", weights, e_hat_fixed))
-                logits = logits + tf.einsum("bku,blku->blk", capsules, e_hat_fixed)
+                capsules = squash(tf.einsum(f"blk,{hat}->bku", weights, e_hat_fixed))
+                logits = logits + tf.einsum(f"bku,{hat}->blk", capsules, e_hat_fixed)
             else:
-                capsules = squash(tf.einsum("blk,blku->bku", weights, e_hat))
+                capsules = squash(tf.einsum(f"blk,{hat}->bku", weights, e_hat))
         return capsules, interest_mask
 
     def compute_mask(self, inputs, mask=None):
