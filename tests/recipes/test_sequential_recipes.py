@@ -154,12 +154,13 @@ def test_exported_index_serves_the_same_top_n(run_dir, protocol, tmp_path):
         assert len(set(row_got[:45]) & set(row_want[:50])) >= 44
 
 
-def test_serving_query_model_maps_raw_user_features(protocol):
+def test_serving_query_model_maps_raw_user_features_and_genres(protocol):
     from towerkit.recipes.sequential import ServingQueryModel, YouTubeDNNRecipe
 
     recipe = YouTubeDNNRecipe()
     model = recipe.build_model(recipe._params({"params": {"embedding_dim": 8,
-                                                          "user_features": True}}), protocol)
+                                                          "user_features": True,
+                                                          "genres": True}}), protocol)
     vocabularies = dict(protocol.sequences.user_feature_vocabularies)
     serving = ServingQueryModel(protocol.item_ids[1:], model, 20, vocabularies)
     test = protocol.split("test")

@@ -83,16 +83,30 @@ class SequentialRetrievalModel(tfrs.Model):
       task: `SampledSoftmax` (sampled or full softmax over the table) or `Retrieval`
         (in-batch softmax; logQ and accidental hits as configured in it).
       l2_normalize: bool. Cosine scores (divide by a temperature in the task).
+      item_attributes: dict name -> np.ndarray `[num_items + 1, m]` int (0 = padding), e.g.
+        genres. Each adds the feature `history_<name>` `[batch, max_history * m]`, the
+        attributes of the history items, derived inside the model (so serving needs only the
+        history).
     """
 
-    def __init__(self, query_tower, candidate_embedding, task, l2_normalize: bool = False):
+    def __init__(self, query_tower, candidate_embedding, task, l2_normalize: bool = False,
+                 item_attributes: Optional[dict] = None):
         super().__init__()
         self.query_tower = query_tower
         self.candidate_embedding = candidate_embedding
         self.task = task
         self.l2_normalize = l2_normalize
+        self._item_attributes = {name: tf.constant(np.asarray(table, np.int64))
+                                 for name, table in (item_attributes or {}).items()}
 
     def query(self, features, training: bool = False) -> tf.Tensor:
+        if self._item_attributes:
+            features = dict(features)
+            history = tf.cast(features["history"], tf.int64)
+            for name, table in self._item_attributes.items():
+                values = tf.gather(table, history)  # [batch, max_history, m]
+                features[f"history_{name}"] = tf.reshape(
+                    values, [tf.shape(values)[0], -1])
         q = self.query_tower(features, training=training)
         return tf.math.l2_normalize(q, axis=-1) if self.l2_normalize else q
 
@@ -226,8 +240,14 @@ class SequentialRecipe(Recipe):
                                                 name="candidate_embedding")
                       if params["separate_candidate_embeddings"] else items)
         tower = self.build_query_tower(params, protocol, items)
+        attributes = {}
+        if params.get("genres"):
+            if protocol.sequences.item_genres is None:
+                raise ValueError("--genres needs a MovieLens config with movie_genres.")
+            attributes["genres"] = protocol.sequences.item_genres
         model = SequentialRetrievalModel(tower, candidates, self.build_task(params, protocol),
-                                         l2_normalize=bool(params["l2_normalize"]))
+                                         l2_normalize=bool(params["l2_normalize"]),
+                                         item_attributes=attributes)
         model.query({k: tf.constant(v[:2]) for k, v in protocol.split("valid").features.items()})
         return model
 
@@ -334,6 +354,9 @@ class YouTubeDNNRecipe(SequentialRecipe):
         parser.add_argument("--user-features", action="store_true",
                             help="add the user profile (age bucket, gender, occupation) as "
                                  "pooled side features; they become serving inputs")
+        parser.add_argument("--genres", action="store_true",
+                            help="add the pooled genres of the history items (derived from the "
+                                 "history inside the model: no extra serving input)")
 
     def build_query_tower(self, params, protocol, item_embedding):
         units = [int(u) for u in str(params.get("hidden_units", "128")).split(",") if u.strip()]
@@ -341,6 +364,9 @@ class YouTubeDNNRecipe(SequentialRecipe):
         if params.get("user_features"):
             side = {name: tf.keras.layers.Embedding(size, 8, name=f"{name}_embedding")
                     for name, size in protocol.user_feature_sizes.items()}
+        if params.get("genres") and protocol.sequences.item_genres is not None:
+            side["history_genres"] = tf.keras.layers.Embedding(
+                int(protocol.sequences.item_genres.max()) + 1, 8, name="genre_embedding")
         return YouTubeDNN(item_embedding, hidden_units=units,
                           output_dim=int(params["embedding_dim"]), side_embeddings=side,
                           use_example_age=bool(params.get("example_age", True)),
