@@ -142,8 +142,8 @@ class Annoy(Index):
   def _collect(self, queries: tf.Tensor):
     """Annoy's best-first traversal: `(items [batch, search_k + K], their dot scores)`."""
     if self._collect_fn is None:
-      self._collect_fn = tf.function(
-          self._collect_graph,
+      self._collect_fn = tf.function(  # Explicit tf.while_loop: no autograph (slow to convert).
+          self._collect_graph, autograph=False,
           input_signature=[tf.TensorSpec([None, self._dim], tf.float32)])
     return self._collect_fn(queries)
 

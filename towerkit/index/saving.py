@@ -30,12 +30,14 @@ class _IndexModule(tf.Module):
     def as_queries(features):
       return features[QUERIES_KEY] if single else features
 
-    @tf.function(input_signature=[specs])
+    # autograph=False: the serving code has no Python control flow on tensors (Keras converts
+    # the query model's own `call`), and converting the index code is slow.
+    @tf.function(input_signature=[specs], autograph=False)
     def serving_default(features):
       scores, ids = index.call(as_queries(features), k=max_k)
       return {"ids": ids, "scores": scores}
 
-    @tf.function(input_signature=[specs, tf.TensorSpec([], tf.int32, name="k")])
+    @tf.function(input_signature=[specs, tf.TensorSpec([], tf.int32, name="k")], autograph=False)
     def top_k(features, k):
       with tf.control_dependencies([tf.debugging.Assert(
           tf.logical_and(k >= 1, k <= max_k),
@@ -44,7 +46,7 @@ class _IndexModule(tf.Module):
       scores, ids = index.call(as_queries(features), k=k)
       return {"ids": ids, "scores": scores}
 
-    @tf.function(input_signature=[specs])
+    @tf.function(input_signature=[specs], autograph=False)
     def query_embedding(features):
       return {"embedding": index.query_embedding(as_queries(features))}
 
