@@ -379,8 +379,14 @@ class GRURecipe(SequentialRecipe):
 
     name = "gru"
 
+    @classmethod
+    def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--no-unroll", dest="unroll", action="store_false",
+                            help="keep the GRU loop rolled (unrolled is faster on CPU)")
+
     def build_query_tower(self, params, protocol, item_embedding):
-        return GRUTower(item_embedding, units=int(params["embedding_dim"]))
+        return GRUTower(item_embedding, units=int(params["embedding_dim"]),
+                        unroll=bool(params.get("unroll", True)))
 
 
 @register_recipe

@@ -28,6 +28,7 @@ class GRUTower(tf.keras.layers.Layer):
       item_embedding: tf.keras.layers.Embedding. Item table, row `i` = item index `i`.
       units: int. GRU state size.
       output_dim: int or None. Adds a linear projection to this size when set.
+      unroll: bool. Unroll the recurrence (same result; faster on CPU for short histories).
 
     Call args:
       inputs: dict with `history` `[batch, max_history]` int item indices (0 = padding).
@@ -42,7 +43,7 @@ class GRUTower(tf.keras.layers.Layer):
     """
 
     def __init__(self, item_embedding: tf.keras.layers.Embedding, units: int = 64,
-                 output_dim: Optional[int] = None, **kwargs):
+                 output_dim: Optional[int] = None, unroll: bool = False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(item_embedding, tf.keras.layers.Embedding):
             raise TypeError("item_embedding must be a tf.keras.layers.Embedding, got "
@@ -52,7 +53,8 @@ class GRUTower(tf.keras.layers.Layer):
         self.item_embedding = item_embedding
         self.units = units
         self.output_dim = output_dim
-        self._gru = tf.keras.layers.GRU(units, name="gru")
+        self.unroll = bool(unroll)
+        self._gru = tf.keras.layers.GRU(units, unroll=self.unroll, name="gru")
         self._projection = (tf.keras.layers.Dense(output_dim, name="projection")
                             if output_dim else None)
 
@@ -72,7 +74,8 @@ class GRUTower(tf.keras.layers.Layer):
     def get_config(self) -> dict:
         config = super().get_config()
         config.update({"item_embedding": tf.keras.layers.serialize(self.item_embedding),
-                       "units": self.units, "output_dim": self.output_dim})
+                       "units": self.units, "output_dim": self.output_dim,
+                       "unroll": self.unroll})
         return config
 
     @classmethod
