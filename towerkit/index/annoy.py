@@ -21,9 +21,11 @@ class Annoy(Index):
   search with the extra dimension of Bachrach et al.), saved, and read back from the Annoy
   file (`read_annoy_forest`). Queries then run annoy's best-first search in TensorFlow: a
   priority array per query (max priority popped with argmax, ties to the larger node id as in
-  `std::priority_queue`), split nodes pushing both sides with priority
-  `min(parent, +-margin)` (annoy 1.17's margin `dot(normal, q) + dot_factor**2`), bucket items collected until `search_k` of them, then exact dot
-  products, duplicates removed and top-k. Results match `AnnoyIndex.get_nns_by_vector`.
+  `std::priority_queue`), split nodes pushing both sides with priority `min(parent, +-margin)`
+  (annoy 1.17's margin is `dot(normal, q) + dot_factor**2`), bucket items collected until
+  `search_k` of them, then exact dot products, duplicates removed and top-k. Results are
+  identical to `AnnoyIndex.get_nns_by_vector` with the same `search_k`. `search_k` is a variable
+  of the SavedModel, so `set_search_params` needs no rebuild or retrace.
 
   Example:
 
@@ -77,7 +79,8 @@ class Annoy(Index):
     if not isinstance(search_k, (int, np.integer)) or search_k < 1:
       raise ValueError(f"search_k must be a positive integer; got {search_k!r}.")
     self._search_k = int(search_k)
-    self._collect_fn = None  # search_k is baked into the traced loop.
+    if self.is_built:  # A variable read by the traced loop (and the SavedModel): no retrace.
+      self._search_k_var.assign(self._search_k)
     return self
 
   def tuning_grid(self, k: int) -> list:
@@ -108,6 +111,7 @@ class Annoy(Index):
     self.library_index = library_index
     self.forest = forest = read_annoy_forest(path, dim)
     self._collect_fn = None
+    self._search_k_var = self._add_state("search_k", np.int32(self.search_k))
     self._items = self._add_state("items", forest.items)
     self._roots = self._add_state("roots", forest.roots)
     self._kind = self._add_state("kind", forest.kind.astype(np.int32))
@@ -137,6 +141,9 @@ class Annoy(Index):
 
   def _search(self, queries: tf.Tensor, k):
     found, scores = self._collect(queries)
+    pad = tf.maximum(k - tf.shape(found)[1], 0)   # tiny search_k: pad to k with "nothing"
+    found = tf.pad(found, [[0, 0], [0, pad]], constant_values=-1)
+    scores = tf.pad(scores, [[0, 0], [0, pad]], constant_values=float("-inf"))
     return unique_top_k(scores, found, k)
 
   def _collect(self, queries: tf.Tensor):
@@ -148,7 +155,7 @@ class Annoy(Index):
     return self._collect_fn(queries)
 
   def _collect_graph(self, queries: tf.Tensor):
-    search_k = self.search_k
+    search_k = tf.identity(self._search_k_var)
     forest = self.forest
     num_roots = int(forest.roots.shape[0])
     leaf = forest.max_leaf
@@ -228,7 +235,7 @@ class Annoy(Index):
     _, _, _, found, _, _, _ = tf.while_loop(
         cond, body, (tf.constant(0), priority, node, found, count, used, done),
         shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None]),
-                          tf.TensorShape([None, None]), tf.TensorShape([None, buffer]),
+                          tf.TensorShape([None, None]), tf.TensorShape([None, None]),
                           tf.TensorShape([None]), tf.TensorShape([None]),
                           tf.TensorShape([None])))
     found = found[:, :buffer - 1]
