@@ -1,5 +1,9 @@
 """The `towerkit` command line.
 
+Errors towerkit raises for bad input (ValueError, TypeError, missing data) are printed as one
+`towerkit <command>: error: ...` line with exit status 2; set `TOWERKIT_TRACEBACK=1` for the
+traceback.
+
 Each subcommand is a module `towerkit/cli/<module>.py` exposing `add_parser(subparsers)` (adds and
 returns its sub-parser) and `run(args) -> int`. Commands whose module is not installed are left
 out; an ImportError raised inside an existing command module propagates.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -57,7 +62,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra and not args._accepts_extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = list(extra)
-    return int(args._run(args) or 0)
+    from towerkit.data import MovieLensUnavailableError
+
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, TypeError, MovieLensUnavailableError) as e:
+        # towerkit raises these with a message naming the problem and the fix: show just that.
+        if os.environ.get("TOWERKIT_TRACEBACK"):
+            raise
+        print(f"towerkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,244 @@
+"""Parity benchmark: plain TFRS tutorials vs towerkit, in ONE process on the same split.
+
+Trains, on the TFRS tutorials' split of `movielens/100k-ratings` (`tf.random.set_seed(42)`,
+`shuffle(100_000, seed=42, reshuffle_each_iteration=False)`, first 80k train / last 20k test):
+
+  (a)  the TFRS basic retrieval tutorial written with plain TFRS (top-K metrics computed in every
+       training step, exactly as the tutorial does);
+  (a') the same plain-TFRS model with `compute_metrics=not training` (what TFRS recommends);
+  (b)  the same recipe built with towerkit (IdEmbedding towers, towerkit Retrieval task,
+       TwoTowerModel; metrics only in evaluation);
+  (c)  a towerkit model with more features (user metadata, timestamp, title tokens) and a dense
+       layer in each tower, trained with the logQ correction (see --deep-* flags);
+  (r)  the TFRS basic ranking tutorial in plain TFRS vs towerkit's RankingModel (RMSE).
+
+(a), (a'), (b) and (c) report test top-100 accuracy from `tfrs.metrics.FactorizedTopK` over the
+tutorial's candidate corpus (distinct movie titles for a/a'/b; distinct movie ids for c, whose
+candidate key is the unique id). Training throughput is examples/s over `fit` (all epochs).
+
+Usage:
+  TFDS_DATA_DIR=/work/shared/tfds python benchmarks/parity/run_parity.py [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import towerkit  # noqa: F401  (legacy Keras before TF)
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from towerkit.data import Vocabulary, load, load_columns, take_rows, tfrs_tutorial_split
+from towerkit.features import FeatureSet, IdEmbedding
+from towerkit.models import MLP, RankingModel, Tower, TwoTowerModel
+from towerkit.recipes import two_tower as recipe_lib
+from towerkit.tasks import Ranking, Retrieval
+
+SEED, TRAIN, BATCH, EPOCHS, DIM, LR = 42, 80_000, 8192, 3, 32, 0.1
+
+
+def tutorial_datasets():
+    """The tutorial's pipeline: tfds ratings/movies, seeded shuffle, take/skip, cached batches."""
+    ratings = load("100k-ratings").map(lambda x: {"movie_title": x["movie_title"],
+                                                  "user_id": x["user_id"],
+                                                  "user_rating": x["user_rating"]})
+    movies = load("100k-movies").map(lambda x: x["movie_title"])
+    tf.random.set_seed(SEED)
+    shuffled = ratings.shuffle(100_000, seed=SEED, reshuffle_each_iteration=False)
+    train, test = shuffled.take(TRAIN), shuffled.skip(TRAIN).take(20_000)
+    titles = np.unique(np.concatenate(list(movies.batch(1_000).as_numpy_iterator())))
+    users = np.unique(np.concatenate(list(ratings.batch(1_000_000).map(
+        lambda x: x["user_id"]).as_numpy_iterator())))
+    cached_train = train.shuffle(100_000).batch(BATCH).cache()
+    cached_test = test.batch(4096).cache()
+    return movies, titles, users, cached_train, cached_test
+
+
+def timed_fit(model, data, epochs):
+    start = time.perf_counter()
+    model.fit(data, epochs=epochs, verbose=0)
+    return TRAIN * epochs / (time.perf_counter() - start)
+
+
+# ---- (a) plain TFRS, the basic retrieval tutorial's model --------------------------------------
+class TfrsMovielensModel(tfrs.Model):
+    def __init__(self, user_model, movie_model, task, metrics_in_training=True):
+        super().__init__()
+        self.movie_model, self.user_model, self.task = movie_model, user_model, task
+        self.metrics_in_training = metrics_in_training
+
+    def compute_loss(self, features, training=False):
+        user_embeddings = self.user_model(features["user_id"])
+        movie_embeddings = self.movie_model(features["movie_title"])
+        return self.task(user_embeddings, movie_embeddings,
+                         compute_metrics=self.metrics_in_training or not training)
+
+
+def plain_tfrs_retrieval(movies, titles, users, train, test, metrics_in_training):
+    tf.keras.utils.set_random_seed(SEED)
+    user_model = tf.keras.Sequential([
+        tf.keras.layers.StringLookup(vocabulary=users, mask_token=None),
+        tf.keras.layers.Embedding(len(users) + 1, DIM)])
+    movie_model = tf.keras.Sequential([
+        tf.keras.layers.StringLookup(vocabulary=titles, mask_token=None),
+        tf.keras.layers.Embedding(len(titles) + 1, DIM)])
+    task = tfrs.tasks.Retrieval(metrics=tfrs.metrics.FactorizedTopK(
+        candidates=movies.batch(128).map(movie_model)))
+    model = TfrsMovielensModel(user_model, movie_model, task, metrics_in_training)
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=LR))
+    throughput = timed_fit(model, train, EPOCHS)
+    result = model.evaluate(test, return_dict=True, verbose=0)
+    return {"top_100": result["factorized_top_k/top_100_categorical_accuracy"],
+            "examples_per_s": throughput}
+
+
+# ---- (b) the same recipe with towerkit -----------------------------------------------------------
+def towerkit_basic_retrieval(movies, titles, users, train, test):
+    tf.keras.utils.set_random_seed(SEED)
+    query = Tower(FeatureSet({"user_id": IdEmbedding(users, DIM)}))
+    candidate = Tower(FeatureSet({"movie_title": IdEmbedding(titles, DIM)}))
+    task = Retrieval(metrics=tfrs.metrics.FactorizedTopK(
+        candidates=movies.batch(128).map(lambda t: candidate({"movie_title": t}))))
+    model = TwoTowerModel(query, candidate, task)
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=LR))
+    throughput = timed_fit(model, train, EPOCHS)
+    result = model.evaluate(test, return_dict=True, verbose=0)
+    return {"top_100": result["factorized_top_k/top_100_categorical_accuracy"],
+            "examples_per_s": throughput}
+
+
+# ---- (c) towerkit with more features -----------------------------------------------------------
+def towerkit_deep_retrieval(args):
+    columns = load_columns("100k-ratings")
+    train_idx, test_idx = tfrs_tutorial_split(len(columns["user_id"]), TRAIN, seed=SEED)
+    train_rows, test_rows = take_rows(columns, train_idx), take_rows(columns, test_idx)
+    params = dict(recipe_lib.DEFAULT_PARAMS, features="rich", layers=args.deep_layers,
+                  embedding_dim=args.deep_dim)
+    ids = recipe_lib._column(columns, "movie_id")
+    candidate_ids, first = np.unique(ids, return_index=True)
+    candidate_titles = recipe_lib._column(columns, "movie_title")[first]
+    tf.keras.utils.set_random_seed(SEED)
+    query, candidate = recipe_lib.build_towers(params, train_rows, candidate_ids, candidate_titles)
+    keys = sorted(set(recipe_lib.QUERY_FEATURES["rich"]) | set(recipe_lib.CANDIDATE_FEATURES["rich"]))
+    vocab = Vocabulary.from_values(recipe_lib._column(train_rows, "movie_id"))
+    corpus = tf.data.Dataset.from_tensor_slices(
+        {"movie_id": candidate_ids, "movie_title": candidate_titles})
+    metric = tfrs.metrics.FactorizedTopK(candidates=corpus.batch(128).map(
+        lambda f: (f["movie_id"], candidate(f))))
+    task = Retrieval(temperature=args.deep_temperature, remove_accidental_hits=True,
+                     sampling_vocabulary=vocab.as_list(), sampling_counts=vocab.counts,
+                     metrics=metric, id_based_metrics=True)
+    model = TwoTowerModel(query, candidate, task, candidate_id_key="movie_id")
+    optimizer = (tf.keras.optimizers.Adam(args.deep_lr) if args.deep_optimizer == "adam"
+                 else tf.keras.optimizers.Adagrad(args.deep_lr))
+    model.compile(optimizer=optimizer)
+    train = (tf.data.Dataset.from_tensor_slices(recipe_lib._tensor_dict(train_rows, keys))
+             .shuffle(TRAIN, seed=SEED).batch(args.deep_batch).cache())
+    test = tf.data.Dataset.from_tensor_slices(
+        recipe_lib._tensor_dict(test_rows, keys)).batch(4096).cache()
+    throughput = timed_fit(model, train, args.deep_epochs)
+    result = model.evaluate(test, return_dict=True, verbose=0)
+    return {"top_100": result["factorized_top_k/top_100_categorical_accuracy"],
+            "examples_per_s": throughput}
+
+
+# ---- (r) ranking: plain TFRS tutorial vs towerkit ----------------------------------------------
+class TfrsRankingModel(tfrs.models.Model):
+    def __init__(self, users, titles):
+        super().__init__()
+        self.user_embeddings = tf.keras.Sequential([
+            tf.keras.layers.StringLookup(vocabulary=users, mask_token=None),
+            tf.keras.layers.Embedding(len(users) + 1, DIM)])
+        self.movie_embeddings = tf.keras.Sequential([
+            tf.keras.layers.StringLookup(vocabulary=titles, mask_token=None),
+            tf.keras.layers.Embedding(len(titles) + 1, DIM)])
+        self.ratings = tf.keras.Sequential([tf.keras.layers.Dense(256, activation="relu"),
+                                            tf.keras.layers.Dense(64, activation="relu"),
+                                            tf.keras.layers.Dense(1)])
+        self.task = tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError(),
+                                       metrics=[tf.keras.metrics.RootMeanSquaredError()])
+
+    def call(self, features):
+        return self.ratings(tf.concat([self.user_embeddings(features["user_id"]),
+                                       self.movie_embeddings(features["movie_title"])], axis=1))
+
+    def compute_loss(self, features, training=False):
+        labels = features.pop("user_rating")
+        return self.task(labels=labels, predictions=self(features))
+
+
+def ranking(titles, users, train, test):
+    results = {}
+    tf.keras.utils.set_random_seed(SEED)
+    plain = TfrsRankingModel(users, titles)
+    plain.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=LR))
+    throughput = timed_fit(plain, train, EPOCHS)
+    rmse = plain.evaluate(test, return_dict=True, verbose=0)["root_mean_squared_error"]
+    results["tfrs"] = {"rmse": rmse, "examples_per_s": throughput}
+    tf.keras.utils.set_random_seed(SEED)
+    model = RankingModel(Tower(FeatureSet({"user_id": IdEmbedding(users, DIM)})),
+                         Tower(FeatureSet({"movie_title": IdEmbedding(titles, DIM)})),
+                         MLP([256, 64, 1]), Ranking("regression"), label_key="user_rating")
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=LR))
+    throughput = timed_fit(model, train, EPOCHS)
+    rmse = model.evaluate(test, return_dict=True, verbose=0)["root_mean_squared_error"]
+    results["towerkit"] = {"rmse": rmse, "examples_per_s": throughput}
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--deep-layers", default="64")
+    parser.add_argument("--deep-dim", type=int, default=32)
+    parser.add_argument("--deep-optimizer", choices=("adagrad", "adam"), default="adagrad")
+    parser.add_argument("--deep-lr", type=float, default=0.1)
+    parser.add_argument("--deep-batch", type=int, default=BATCH)
+    parser.add_argument("--deep-epochs", type=int, default=EPOCHS)
+    parser.add_argument("--deep-temperature", type=float, default=None)
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: a,a2,b,c,r")
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    movies, titles, users, train, test = tutorial_datasets()
+    results = {"machine": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                           "tfrs": tfrs.__version__, "cpus": os.cpu_count()},
+               "config": vars(args)}
+    # Warm the cache of the tutorial pipeline so no model pays for the first pass over tfds.
+    for _ in train:
+        pass
+    for _ in test:
+        pass
+    steps = [("a_tfrs_tutorial", lambda: plain_tfrs_retrieval(movies, titles, users, train, test, True)),
+             ("a2_tfrs_no_train_metrics", lambda: plain_tfrs_retrieval(movies, titles, users, train, test, False)),
+             ("b_towerkit_basic", lambda: towerkit_basic_retrieval(movies, titles, users, train, test)),
+             ("c_towerkit_deep", lambda: towerkit_deep_retrieval(args)),
+             ("r_ranking", lambda: ranking(titles, users, train, test))]
+    for name, step in steps:
+        if name.split("_")[0] in skip:
+            continue
+        start = time.perf_counter()
+        results[name] = step()
+        results[name]["wall_s"] = round(time.perf_counter() - start, 1)
+        print(name, json.dumps(results[name], default=float), flush=True)
+    if "a_tfrs_tutorial" in results and "b_towerkit_basic" in results:
+        results["throughput_ratio_b_over_a"] = (results["b_towerkit_basic"]["examples_per_s"]
+                                                / results["a_tfrs_tutorial"]["examples_per_s"])
+    if "a2_tfrs_no_train_metrics" in results and "b_towerkit_basic" in results:
+        results["throughput_ratio_b_over_a2"] = (
+            results["b_towerkit_basic"]["examples_per_s"]
+            / results["a2_tfrs_no_train_metrics"]["examples_per_s"])
+    print(json.dumps(results, indent=2, default=float))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=float)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
