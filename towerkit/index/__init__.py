@@ -12,3 +12,5 @@ from towerkit.index.unique_top_k import unique_top_k
 __all__ = ["Annoy", "AnnoyForest", "BruteForce", "Index", "METADATA_FILE", "ScaNN",
            "default_scann_settings", "exact_reference", "read_annoy_forest", "recall_at_k",
            "save_index", "saved_model_ops", "tune_for_recall", "unique_top_k"]
+from towerkit.index.portable import PortableIndex, default_portable_settings  # noqa: E402
+__all__ += ["PortableIndex", "default_portable_settings"]

@@ -43,134 +43,114 @@ def quantize_residuals(vectors: np.ndarray, centroids: np.ndarray, assignment: n
     return codes, scales
 
 
-class PartitionedSearcher(tf.Module):
-    """Holds the sorted layout as variables and searches it; see the module docstring.
+def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """Sorts candidates by leaf and quantizes their residuals.
 
     Args:
+      embeddings: `[n, dim]` float32 candidates.
       centroids: `[num_leaves, dim]` float32 leaf centres.
-      vectors: `[n, dim]` float32 candidates sorted by leaf.
-      codes: `[n, dim]` int8 residual codes (same order).
-      scales: `[n]` float32 code scales.
-      offsets: `[num_leaves + 1]` int64 start row of each leaf, `offsets[-1] == n`.
-      rows: `[n]` int64 original candidate row of each sorted row.
-      leaves_to_search: int. Leaves probed per query.
-      reorder: int. Candidates re-scored exactly per query (batch-1 path).
+      assignment: `[n]` int leaf of every candidate.
+
+    Returns:
+      dict of arrays: `centroids [L, dim]`, `vectors [n, dim]` float32 sorted by leaf,
+      `codes [n, dim]` int8 and `scales [n]` float32 (residual codes), `offsets [L + 1]` int64
+      (leaf `l` is sorted rows `offsets[l]:offsets[l + 1]`) and `rows [n]` int64 (original row of
+      each sorted row).
     """
+    num_leaves = centroids.shape[0]
+    order = np.argsort(assignment, kind="stable")
+    sorted_leaves = assignment[order]
+    offsets = np.searchsorted(sorted_leaves, np.arange(num_leaves + 1)).astype(np.int64)
+    vectors = np.ascontiguousarray(embeddings[order], np.float32)
+    codes, scales = quantize_residuals(vectors, centroids, sorted_leaves)
+    return {"centroids": np.asarray(centroids, np.float32), "vectors": vectors, "codes": codes,
+            "scales": scales, "offsets": offsets, "rows": order.astype(np.int64)}
 
-    def __init__(self, centroids, vectors, codes, scales, offsets, rows, leaves_to_search: int,
-                 reorder: int, name: str | None = None):
-        super().__init__(name=name)
-        def var(value, dtype, name):
-            return tf.Variable(tf.convert_to_tensor(value, dtype), trainable=False, name=name)
-        self.centroids = var(centroids, tf.float32, "centroids")
-        self.vectors = var(vectors, tf.float32, "vectors")
-        self.codes = var(codes, tf.int8, "codes")
-        self.scales = var(scales, tf.float32, "scales")
-        self.offsets = var(offsets, tf.int64, "offsets")
-        self.rows = var(rows, tf.int64, "rows")
-        self.leaves_to_search = var(leaves_to_search, tf.int32, "leaves_to_search")
-        self.reorder = var(reorder, tf.int32, "reorder")
 
-    @classmethod
-    def build(cls, embeddings: np.ndarray, centroids: np.ndarray, assignment: np.ndarray,
-              leaves_to_search: int, reorder: int) -> "PartitionedSearcher":
-        """Sorts `embeddings` by leaf, quantizes residuals and returns the searcher."""
-        num_leaves = centroids.shape[0]
-        order = np.argsort(assignment, kind="stable")
-        sorted_leaves = assignment[order]
-        offsets = np.searchsorted(sorted_leaves, np.arange(num_leaves + 1)).astype(np.int64)
-        vectors = np.ascontiguousarray(embeddings[order], np.float32)
-        codes, scales = quantize_residuals(vectors, centroids, sorted_leaves)
-        return cls(centroids, vectors, codes, scales, offsets, order.astype(np.int64),
-                   leaves_to_search, reorder)
+def search(layout, queries, k, leaves_to_search, reorder) -> tuple[tf.Tensor, tf.Tensor]:
+    """Top-k by inner product over a layout from `build_layout` (arrays, tensors or variables).
 
-    @property
-    def num_leaves(self) -> int:
-        return int(self.centroids.shape[0])
+    Args:
+      layout: dict with the keys `build_layout` returns.
+      queries: `[batch, dim]` float32.
+      k: int32 scalar (Python int or tensor).
+      leaves_to_search: int32 scalar. Leaves probed per query (clipped to the number of leaves).
+      reorder: int32 scalar. Candidates re-scored exactly per query on the one-query path
+        (at least `k`).
 
-    def search(self, queries: tf.Tensor, k) -> tuple[tf.Tensor, tf.Tensor]:
-        """Top-k by inner product.
+    Returns:
+      `(scores [batch, k] float32, rows [batch, k] int64)`: original candidate rows, best first;
+      `(-inf, -1)` fill the tail when the probed leaves hold fewer than `k` candidates.
+    """
+    # Read every variable once: the search works on plain tensors. (Mixing a sparse read of a
+    # resource variable with dense reads makes TensorFlow copy the whole variable on each read.)
+    t = {name: tf.convert_to_tensor(value) for name, value in layout.items()}
+    queries = tf.convert_to_tensor(queries, tf.float32)
+    k = tf.cast(k, tf.int32)
+    batch = tf.shape(queries)[0]
+    probes = tf.minimum(tf.cast(leaves_to_search, tf.int32), tf.shape(t["centroids"])[0])
+    leaf_scores, leaves = tf.math.top_k(tf.matmul(queries, t["centroids"], transpose_b=True),
+                                        probes)
+    reorder = tf.maximum(tf.cast(reorder, tf.int32), k)
+    scores, positions = tf.cond(
+        batch <= GROUPED_MIN_BATCH,
+        lambda: _search_each(t, queries, leaf_scores, leaves, k, reorder),
+        lambda: _search_grouped(t, queries, leaves, k))
+    rows = tf.gather(t["rows"], tf.maximum(positions, 0))
+    return scores, tf.where(positions >= 0, rows, tf.constant(-1, tf.int64))
 
-        Args:
-          queries: `[batch, dim]` float32.
-          k: int32 scalar (Python int or tensor), at most the number of candidates.
 
-        Returns:
-          `(scores [batch, k] float32, rows [batch, k] int64)`: original candidate rows, best first.
-        """
-        queries = tf.convert_to_tensor(queries, tf.float32)
-        k = tf.cast(k, tf.int32)
-        batch = tf.shape(queries)[0]
-        # Read every variable once: the search works on plain tensors (no per-op variable reads).
-        centroids = self.centroids.read_value()
-        probes = tf.minimum(self.leaves_to_search.read_value(), tf.shape(centroids)[0])
-        leaf_scores, leaves = tf.math.top_k(tf.matmul(queries, centroids, transpose_b=True), probes)
-        scores, positions = tf.cond(
-            batch <= GROUPED_MIN_BATCH,
-            lambda: self._search_each(queries, leaf_scores, leaves, k),
-            lambda: self._search_grouped(queries, leaves, k))
-        rows = tf.gather(self.rows.read_value(), tf.maximum(positions, 0))
-        return scores, tf.where(positions >= 0, rows, tf.constant(-1, tf.int64))
+def _search_each(t, queries, leaf_scores, leaves, k, reorder):
+    """Gather + int8 scoring + exact reorder, one query at a time."""
 
-    def _search_each(self, queries, leaf_scores, leaves, k):
-        """Gather + int8 scoring + exact reorder, one query at a time."""
-        vectors = self.vectors.read_value()
-        codes = self.codes.read_value()
-        scales = self.scales.read_value()
-        offsets = self.offsets.read_value()
-        reorder = tf.maximum(self.reorder.read_value(), k)
+    def one(args):
+        query, query_leaf_scores, query_leaves = args
+        starts = tf.gather(t["offsets"], query_leaves)
+        lengths = tf.gather(t["offsets"], query_leaves + 1) - starts
+        positions = tf.ragged.range(starts, starts + lengths).flat_values  # [m]
+        codes = tf.cast(tf.gather(t["codes"], positions), tf.float32)
+        cheap = tf.linalg.matvec(codes, query) * tf.gather(t["scales"], positions)
+        cheap += tf.repeat(query_leaf_scores, lengths)
+        _, best = tf.math.top_k(cheap, tf.minimum(reorder, tf.size(cheap)))
+        candidates = tf.gather(positions, best)
+        exact = tf.linalg.matvec(tf.gather(t["vectors"], candidates), query)
+        scores, top = _top_k_padded(exact[tf.newaxis], candidates[tf.newaxis], k)
+        return scores[0], top[0]
 
-        def one(args):
-            query, query_leaf_scores, query_leaves = args
-            starts = tf.gather(offsets, query_leaves)
-            lengths = tf.gather(offsets, query_leaves + 1) - starts
-            positions = tf.ragged.range(starts, starts + lengths).flat_values  # [m]
-            cheap = tf.linalg.matvec(tf.cast(tf.gather(codes, positions), tf.float32), query)
-            cheap = cheap * tf.gather(scales, positions) + tf.repeat(query_leaf_scores, lengths)
-            keep = tf.minimum(reorder, tf.size(cheap))
-            _, best = tf.math.top_k(cheap, keep)
-            candidates = tf.gather(positions, best)
-            exact = tf.linalg.matvec(tf.gather(vectors, candidates), query)
-            return _top_k_padded(exact[tf.newaxis], candidates[tf.newaxis], k)
+    return tf.map_fn(one, (queries, leaf_scores, leaves),
+                     fn_output_signature=(tf.TensorSpec([None], tf.float32),
+                                          tf.TensorSpec([None], tf.int64)))
 
-        scores, positions = tf.map_fn(
-            lambda args: tuple(t[0] for t in one(args)), (queries, leaf_scores, leaves),
-            fn_output_signature=(tf.TensorSpec([None], tf.float32),
-                                 tf.TensorSpec([None], tf.int64)))
-        return scores, positions
 
-    def _search_grouped(self, queries, leaves, k):
-        """Exact scores, one matmul per touched leaf against the queries that probe it."""
-        vectors = self.vectors.read_value()
-        offsets = self.offsets.read_value()
-        probes = tf.shape(leaves)[1]
-        pair_leaf = tf.reshape(leaves, [-1])  # pair p = query * probes + j
-        order = tf.argsort(pair_leaf, stable=True)
-        touched, _, counts = tf.unique_with_counts(tf.gather(pair_leaf, order))
-        ends = tf.cumsum(counts)
-        starts = ends - counts
-        num_touched = tf.size(touched)
-        out_scores = tf.TensorArray(tf.float32, size=num_touched, infer_shape=False)
-        out_positions = tf.TensorArray(tf.int64, size=num_touched, infer_shape=False)
-        for i in tf.range(num_touched):
-            leaf = touched[i]
-            first, last = offsets[leaf], offsets[leaf + 1]
-            block = vectors[first:last]  # [leaf_size, dim], a contiguous slice
-            pairs = order[starts[i]:ends[i]]
-            scores = tf.matmul(tf.gather(queries, pairs // probes), block, transpose_b=True)
-            local = tf.range(first, last)[tf.newaxis]
-            top_scores, top_positions = _top_k_padded(
-                scores, tf.broadcast_to(local, tf.shape(scores, out_type=tf.int64)), k)
-            out_scores = out_scores.write(i, top_scores)
-            out_positions = out_positions.write(i, top_positions)
-        # Rows come out in sorted-pair order; put them back in pair order, then merge per query.
-        back = tf.math.invert_permutation(order)
-        pair_scores = tf.gather(out_scores.concat(), back)
-        pair_positions = tf.gather(out_positions.concat(), back)
-        batch = tf.shape(queries)[0]
-        merged_scores = tf.reshape(pair_scores, [batch, probes * k])
-        merged_positions = tf.reshape(pair_positions, [batch, probes * k])
-        return _top_k_padded(merged_scores, merged_positions, k)
+def _search_grouped(t, queries, leaves, k):
+    """Exact scores, one matmul per touched leaf against the queries that probe it."""
+    vectors, offsets = t["vectors"], t["offsets"]
+    probes = tf.shape(leaves)[1]
+    pair_leaf = tf.reshape(leaves, [-1])  # pair p = query * probes + j
+    order = tf.argsort(pair_leaf, stable=True)
+    touched, _, counts = tf.unique_with_counts(tf.gather(pair_leaf, order))
+    ends = tf.cumsum(counts)
+    starts = ends - counts
+    num_touched = tf.size(touched)
+    out_scores = tf.TensorArray(tf.float32, size=num_touched, infer_shape=False)
+    out_positions = tf.TensorArray(tf.int64, size=num_touched, infer_shape=False)
+    for i in tf.range(num_touched):
+        first, last = offsets[touched[i]], offsets[touched[i] + 1]
+        pairs = order[starts[i]:ends[i]]
+        scores = tf.matmul(tf.gather(queries, pairs // probes), vectors[first:last],
+                           transpose_b=True)  # [queries probing the leaf, leaf size]
+        local = tf.broadcast_to(tf.range(first, last)[tf.newaxis],
+                                tf.shape(scores, out_type=tf.int64))
+        top_scores, top_positions = _top_k_padded(scores, local, k)
+        out_scores = out_scores.write(i, top_scores)
+        out_positions = out_positions.write(i, top_positions)
+    # Rows come out in sorted-pair order; put them back in pair order, then merge per query.
+    back = tf.math.invert_permutation(order)
+    batch = tf.shape(queries)[0]
+    pair_scores = tf.reshape(tf.gather(out_scores.concat(), back), [batch, probes * k])
+    pair_positions = tf.reshape(tf.gather(out_positions.concat(), back), [batch, probes * k])
+    return _top_k_padded(pair_scores, pair_positions, k)
 
 
 def _top_k_padded(scores, positions, k):

@@ -1,0 +1,271 @@
+"""PortableIndex: NumPy oracle, hand-derived layout/quantization, ScaNN assets, stock-op SavedModel."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from towerkit.index import BruteForce, save_index, saved_model_ops
+from towerkit.index import portable_scann, portable_search
+from towerkit.index.portable import PortableIndex
+
+
+@pytest.fixture(scope="module")
+def data(oracle):
+    """20,000 x 32 clustered candidates with varied norms, 300 held-out queries, exact top-10."""
+    candidates, queries = oracle.make_clustered(20_000, 32, 100, 300, seed=7)
+    _, truth = oracle.exact_top_k(queries, candidates, 10)
+    return candidates, queries, truth
+
+
+@pytest.fixture(scope="module")
+def built(data):
+    candidates, _, _ = data
+    return PortableIndex(k=20).index(candidates)
+
+
+def _rows(index, queries, batch, k=10):
+    return np.concatenate([index(queries[i:i + batch], k=k)[1].numpy()
+                           for i in range(0, len(queries), batch)])
+
+
+# ------------------------------------------------------------------------ hand-derived values
+def test_quantize_residuals_hand_derived():
+    # One leaf with centre (1, 1); x = (1.5, 0) -> residual (0.5, -1.0).
+    # Per-row scale = max|r| / 127 = 1/127; codes = rint(r / scale) = rint(63.5, -127) = (64, -127)
+    # (NumPy rounds half to even: 63.5 -> 64).
+    codes, scales = portable_search.quantize_residuals(
+        np.array([[1.5, 0.0]], np.float32), np.array([[1.0, 1.0]], np.float32), np.array([0]))
+    np.testing.assert_array_equal(codes, [[64, -127]])
+    np.testing.assert_allclose(scales, [1 / 127], rtol=1e-6)
+    # A point equal to its centre has a zero residual: codes 0 and scale 1 (not 0/0).
+    codes, scales = portable_search.quantize_residuals(
+        np.ones((1, 2), np.float32), np.ones((1, 2), np.float32), np.array([0]))
+    np.testing.assert_array_equal(codes, [[0, 0]])
+    np.testing.assert_array_equal(scales, [1.0])
+
+
+def test_layout_and_search_hand_derived():
+    # Leaves: 0 = {x0=(1,0), x2=(0,2)}, 1 = {x1=(-1,0), x3=(-3,1)} with centres (1,1), (-2,0).
+    vectors = np.array([[1, 0], [-1, 0], [0, 2], [-3, 1]], np.float32)
+    centroids = np.array([[1, 1], [-2, 0]], np.float32)
+    layout = portable_search.build_layout(vectors, centroids, np.array([0, 1, 0, 1]))
+    # Sorted by leaf (stable): rows 0, 2 | 1, 3 -> offsets (0, 2, 4).
+    np.testing.assert_array_equal(layout["rows"], [0, 2, 1, 3])
+    np.testing.assert_array_equal(layout["offsets"], [0, 2, 4])
+    np.testing.assert_array_equal(layout["vectors"], vectors[[0, 2, 1, 3]])
+    # q = (0, 1): centre scores 1 (leaf 0) and 0 (leaf 1). Probing one leaf searches leaf 0 only:
+    # scores x0 = 0, x2 = 2 -> top-2 rows (2, 0) with scores (2, 0); a third result does not exist
+    # and is filled with (-inf, -1).
+    for queries in (np.array([[0, 1]], np.float32), np.tile([[0, 1]], [9, 1]).astype(np.float32)):
+        scores, rows = portable_search.search(layout, queries, 3, leaves_to_search=1, reorder=3)
+        np.testing.assert_array_equal(rows.numpy()[0], [2, 0, -1])
+        np.testing.assert_allclose(scores.numpy()[0], [2, 0, -np.inf], atol=1e-6)
+    # Probing both leaves: x3 scores 1, x1 scores 0 -> rows (2, 3) then a tie at 0.
+    scores, rows = portable_search.search(layout, np.array([[0, 1]], np.float32), 2, 2, 4)
+    np.testing.assert_array_equal(rows.numpy()[0], [2, 3])
+    np.testing.assert_allclose(scores.numpy()[0], [2, 1], atol=1e-6)
+
+
+# --------------------------------------------------------------------------- NumPy oracle
+@pytest.mark.parametrize("batch", [1, 8, 300])  # one-query path (<= 8) and leaf grouping
+def test_recall_against_numpy_oracle(built, data, oracle, batch):
+    _, queries, truth = data
+    assert oracle.recall(_rows(built, queries, batch), truth) >= 0.9
+    assert not built.is_exact()
+
+
+@pytest.mark.parametrize("batch", [1, 300])
+def test_all_leaves_is_exact(data, oracle, batch):
+    candidates, queries, _ = data
+    index = PortableIndex(k=10, num_leaves=50, leaves_to_search=50, reorder=20_000)
+    index.index(candidates)
+    true_scores, true_rows = oracle.exact_top_k(queries[:40], candidates, 10)
+    scores = np.concatenate([index(queries[i:i + batch][:40])[0].numpy()
+                             for i in range(0, 40, batch)])
+    np.testing.assert_allclose(scores, true_scores, rtol=1e-4, atol=1e-4)
+    assert oracle.recall(_rows(index, queries[:40], batch), true_rows) == 1.0
+
+
+def test_same_leaves_as_native_scann_and_close_recall(tmp_path, data, oracle):
+    """Partition read from a native ScaNN searcher (tree + AH + reorder): recall within 0.02."""
+    import scann
+
+    candidates, queries, truth = data
+    searcher = (scann.scann_ops_pybind.builder(candidates, 10, "dot_product")
+                .tree(num_leaves=100, num_leaves_to_search=10, training_sample_size=20_000)
+                .score_ah(2, anisotropic_quantization_threshold=0.2).reorder(100).build())
+    native, _ = searcher.search_batched(queries)
+    searcher.serialize(str(tmp_path))
+    partition = portable_scann.read_scann_partition(tmp_path, expected_size=len(candidates))
+    index = PortableIndex(k=10, leaves_to_search=10, reorder=100,
+                          scann_artifacts_dir=tmp_path).index(candidates)
+    assert index.settings["num_leaves"] == 100
+    np.testing.assert_array_equal(index._layout["centroids"].numpy(), partition.centroids)
+    # Every candidate is in the leaf whose centre ScaNN assigned, and k-means put it in the
+    # closest centre (squared L2), up to float ties.
+    dists = ((candidates[:, None, :] - partition.centroids[None]) ** 2).sum(-1)
+    assert np.mean(dists.argmin(1) == partition.assignment) > 0.99
+    ours = oracle.recall(_rows(index, queries, 300), truth)
+    assert ours >= oracle.recall(np.asarray(native), truth) - 0.02
+
+
+# ------------------------------------------------------------------- ids, k, exclusions, multi
+@pytest.mark.parametrize("ids_kind", ["int", "str"])
+def test_identifiers_k_and_exclusions_match_brute_force(data, ids_kind):
+    candidates, queries, _ = data
+    n = len(candidates)
+    ids = (np.arange(n, dtype=np.int64) * 3 + 11 if ids_kind == "int"
+           else np.array([f"item-{i}" for i in range(n)]))
+    # Probing every leaf makes the index exact, so it must agree with BruteForce exactly.
+    portable = PortableIndex(k=20, num_leaves=40, leaves_to_search=40, reorder=n)
+    portable.index(candidates, ids)
+    exact = BruteForce(k=20).index(candidates, ids)
+    for k in (1, 5, tf.constant(20)):
+        for batch in (queries[:1], queries[:30]):
+            np.testing.assert_array_equal(portable(batch, k=k)[1].numpy(),
+                                          exact(batch, k=k)[1].numpy())
+    _, top = exact(queries[:30], k=4)
+    got = portable.query_with_exclusions(queries[:30], top[:, :2], k=4)[1].numpy()
+    np.testing.assert_array_equal(got, exact.query_with_exclusions(queries[:30], top[:, :2],
+                                                                   k=4)[1].numpy())
+    assert not any(set(g) & set(t) for g, t in zip(got, top[:, :2].numpy()))
+    multi = queries[:12].reshape(6, 2, -1)
+    np.testing.assert_array_equal(portable(multi, k=7)[1].numpy(), exact(multi, k=7)[1].numpy())
+    with pytest.raises(ValueError, match="max_k=20"):
+        portable(queries[:2], k=21)
+
+
+# -------------------------------------------------------------------------------- tuning
+def test_tune_reaches_target_and_reports_setting(data, oracle):
+    candidates, queries, truth = data
+    index = PortableIndex(k=10).index(candidates)
+    tuning, held_out = queries[:150], queries[150:]
+    report = index.tune(tuning, target_recall=0.95)
+    assert report["reached"] and report["setting"] == {
+        "leaves_to_search": index.settings["leaves_to_search"],
+        "reorder": index.settings["reorder"]}
+    assert report["recall"] >= 0.95 and report["one_query_recall"] >= 0.95
+    # The cheapest setting: one fewer leaf step misses the target.
+    leaf_steps = [t for t in report["tried"] if "leaves_to_search" in t["setting"]]
+    assert all(t["recall"] < 0.95 for t in leaf_steps[:-1])
+    # The setting holds on queries it was not tuned on (allowing sampling noise).
+    assert oracle.recall(_rows(index, held_out, 150), truth[150:]) >= 0.93
+
+
+# ------------------------------------------------------------------------- config and errors
+def test_config_round_trip():
+    index = PortableIndex(k=7, num_leaves=12, leaves_to_search=3, reorder=50, avq=2.5,
+                          name="portable_x")
+    config = index.get_config()
+    clone = PortableIndex.from_config(config)
+    assert clone.get_config() == config
+    restored = tf.keras.utils.deserialize_keras_object(tf.keras.utils.serialize_keras_object(index))
+    assert isinstance(restored, PortableIndex) and restored.get_config() == config
+
+
+def test_bad_knobs_and_catalogue_errors(data):
+    candidates, queries, _ = data
+    with pytest.raises(ValueError, match="num_leaves must be a positive integer"):
+        PortableIndex(num_leaves=0)
+    with pytest.raises(ValueError, match="reorder must be a positive integer"):
+        PortableIndex(reorder=2.5)
+    with pytest.raises(ValueError, match="num_leaves=50 is larger than the catalogue"):
+        PortableIndex(k=2, num_leaves=50).index(candidates[:30])
+    with pytest.raises(ValueError, match="k=10 is larger than the catalogue"):
+        PortableIndex(k=10).index(candidates[:5])
+    with pytest.raises(ValueError, match="call index"):
+        PortableIndex(k=2).set_search_params(leaves_to_search=3)
+    with pytest.raises(ValueError, match="dimension 31 does not match"):
+        PortableIndex(k=2, num_leaves=4).index(candidates[:100])(queries[:2, :31])
+
+
+def test_missing_and_corrupt_scann_assets(tmp_path, data):
+    candidates, _, _ = data
+    with pytest.raises(ValueError, match="serialized_partitioner.pb is missing"):
+        portable_scann.read_scann_partition(tmp_path)
+    with pytest.raises(ValueError, match="serialized_partitioner.pb is missing"):
+        PortableIndex(k=2, scann_artifacts_dir=tmp_path).index(candidates[:100])
+    import scann
+
+    good = tmp_path / "good"
+    good.mkdir()
+    (scann.scann_ops_pybind.builder(candidates[:2000], 10, "dot_product")
+     .tree(num_leaves=20, num_leaves_to_search=2, training_sample_size=2000)
+     .score_brute_force().build().serialize(str(good)))
+    assert portable_scann.read_scann_partition(good).centroids.shape == (20, 32)
+    with pytest.raises(ValueError, match="covers 2000 datapoints but 100"):
+        PortableIndex(k=2, scann_artifacts_dir=good).index(candidates[:100])
+    partitioner = (good / portable_scann.PARTITIONER_FILE).read_bytes()
+    (good / portable_scann.PARTITIONER_FILE).write_bytes(b"\xff\xff garbage" + partitioner[:50])
+    with pytest.raises(ValueError, match="not a valid ScaNN SerializedPartitioner"):
+        portable_scann.read_scann_partition(good)
+    (good / portable_scann.PARTITIONER_FILE).write_bytes(partitioner)
+    (good / portable_scann.TOKENIZATION_FILE).write_bytes(b"not an npy file")
+    with pytest.raises(ValueError, match="not a readable .npy file"):
+        portable_scann.read_scann_partition(good)
+    np.save(good / portable_scann.TOKENIZATION_FILE, np.full(2000, 99, np.int32))
+    with pytest.raises(ValueError, match="outside \\[0, 20\\)"):
+        portable_scann.read_scann_partition(good)
+
+
+# ------------------------------------------------------------------ SavedModel, clean process
+# Loads the SavedModel with TensorFlow alone (towerkit, scann, annoy, TFRS never imported), runs
+# batch-1 and batched queries, and checks every op of the graph is registered in stock TF.
+_CLEAN_PROCESS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.python.framework import op_def_registry
+    from tensorflow.core.protobuf import saved_model_pb2
+    path, queries_path, out_path = sys.argv[1:4]
+    loaded = tf.saved_model.load(path)
+    queries = np.load(queries_path)
+    serve = loaded.signatures["serving_default"]
+    one = [serve(queries=tf.constant(queries[i:i + 1])) for i in range(5)]
+    batch = serve(queries=tf.constant(queries))
+    top3 = loaded.signatures["top_k"](queries=tf.constant(queries), k=tf.constant(3))
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(open(path + "/saved_model.pb", "rb").read())
+    ops = set()
+    for graph in proto.meta_graphs:
+        ops.update(n.op for n in graph.graph_def.node)
+        for f in graph.graph_def.library.function:
+            ops.update(n.op for n in f.node_def)
+    np.savez(out_path, one_ids=np.concatenate([o["ids"].numpy() for o in one]),
+             one_scores=np.concatenate([o["scores"].numpy() for o in one]),
+             ids=batch["ids"].numpy(), scores=batch["scores"].numpy(), top3=top3["ids"].numpy())
+    print(json.dumps({
+        "unregistered": sorted(op for op in ops if op_def_registry.get(op) is None),
+        "num_ops": len(ops),
+        "modules": sorted(m for m in ("towerkit", "scann", "annoy", "tensorflow_recommenders")
+                          if m in sys.modules)}))
+""")
+
+
+def test_saved_model_in_clean_process_same_results_stock_ops_only(tmp_path, data):
+    candidates, queries, _ = data
+    ids = np.array([f"item-{i}" for i in range(len(candidates))])
+    index = PortableIndex(k=10).index(candidates, ids)
+    path = save_index(index, tmp_path / "portable")   # right after building: no warm-up call
+    np.save(tmp_path / "q.npy", queries[:40])
+    result = subprocess.run([sys.executable, "-c", _CLEAN_PROCESS, str(path),
+                             str(tmp_path / "q.npy"), str(tmp_path / "out.npz")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["modules"] == []
+    assert report["unregistered"] == [] and report["num_ops"] > 20
+    assert not any(op.startswith("Scann") for op in saved_model_ops(path))
+    got = np.load(tmp_path / "out.npz", allow_pickle=True)
+    one_scores, one_ids = index(queries[:5])
+    scores, found = index(queries[:40])
+    np.testing.assert_array_equal(got["one_ids"], one_ids.numpy())
+    np.testing.assert_allclose(got["one_scores"], one_scores.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(got["ids"], found.numpy())
+    np.testing.assert_allclose(got["scores"], scores.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(got["top3"], index(queries[:40], k=3)[1].numpy())
