@@ -118,3 +118,10 @@ def test_query_errors(clustered):
         BruteForce(k=3)(queries)
     with pytest.raises(ValueError, match="positive integer"):
         BruteForce(k=0)
+
+
+def test_build_progress_and_size_report(capsys):
+    index = BruteForce(k=2, verbose=True).index(np.ones((10, 4), np.float32))
+    err = capsys.readouterr().err
+    assert "[towerkit.index] BruteForce" in err and "building over 10 candidates x 4 dims" in err
+    assert "built: 0.0 MB" in err and index.build_seconds >= 0

@@ -55,7 +55,7 @@ class Annoy(Index):
       seed: int. Annoy's random seed (builds are deterministic for a seed).
       index_path: Optional path to keep the Annoy file at; a temporary file otherwise.
       name: Optional layer name.
-      **kwargs: Passed to `tf.keras.Model`.
+      **kwargs: Passed to `Index` (e.g. `verbose=True`) and `tf.keras.Model`.
     """
     super().__init__(query_model=query_model, k=k, name=name, **kwargs)
     if not isinstance(n_trees, (int, np.integer)) or n_trees < 1:
@@ -99,8 +99,12 @@ class Annoy(Index):
     n, dim = candidates.shape
     library_index = annoy.AnnoyIndex(dim, "dot")
     library_index.set_seed(self._seed)
+    step = max(1, n // 10)
     for i, vector in enumerate(candidates):
       library_index.add_item(i, vector)
+      if (i + 1) % step == 0 and n >= 100_000:
+        self._progress(f"added {i + 1}/{n} items ({100 * (i + 1) // n}%)")
+    self._progress(f"building {self._n_trees} trees")
     library_index.build(self._n_trees)
     path = self._index_path
     if path is None:
@@ -109,6 +113,7 @@ class Annoy(Index):
       path = os.path.join(directory, "index.ann")
     library_index.save(path)  # Reloads the file (mmap), so the library reads what we parse.
     self.library_index = library_index
+    self._progress(f"reading the forest from {path}")
     self.forest = forest = read_annoy_forest(path, dim)
     self._collect_fn = None
     self._search_k_var = self._add_state("search_k", np.int32(self.search_k))

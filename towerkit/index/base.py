@@ -2,6 +2,7 @@
 
 import abc
 import logging
+import sys
 import time
 from typing import ClassVar, Dict, Optional, Tuple, Union
 
@@ -46,7 +47,7 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
   custom_ops: ClassVar[Tuple[str, ...]] = ()
 
   def __init__(self, query_model: Optional[tf.keras.Model] = None, k: int = 10,
-               name: Optional[str] = None, **kwargs) -> None:
+               name: Optional[str] = None, verbose: bool = False, **kwargs) -> None:
     """Initializes the index.
 
     Args:
@@ -54,6 +55,8 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
         or `[batch, num_interests, dim]`. Without it, queries are embeddings.
       k: int. Maximum (and default) number of results per query, fixed at build.
       name: Optional layer name.
+      verbose: bool. Print build progress lines to stderr (they are always logged to the
+        `towerkit.index` logger at INFO).
       **kwargs: Passed to `tf.keras.Model`.
 
     Raises:
@@ -63,6 +66,8 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
       raise ValueError(f"k must be a positive integer (the maximum number of results); got {k!r}.")
     super().__init__(k=int(k), name=name, **kwargs)
     self.query_model = query_model
+    self.verbose = verbose
+    self._build_start = None
     self._identifiers = None
     self._num_candidates = None
     self._dim = None
@@ -113,6 +118,14 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
     """Bytes held by the built structures (default: the variables made by `_add_state`)."""
     return sum(_variable_bytes(v) for v in self._state)
 
+  def _progress(self, message: str) -> None:
+    """Reports a build step (`[towerkit.index] Annoy 12.3s: message`)."""
+    elapsed = time.perf_counter() - self._build_start if self._build_start else 0.0
+    line = f"{type(self).__name__} {elapsed:.1f}s: {message}"
+    _LOG.info(line)
+    if self.verbose:
+      print(f"[towerkit.index] {line}", file=sys.stderr, flush=True)
+
   def _add_state(self, name: str, value) -> tf.Variable:
     """Creates a non-trainable variable holding part of the built index (counted in size)."""
     with tf.init_scope():
@@ -144,8 +157,8 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
       raise ValueError(
           f"k={self._k} is larger than the catalogue ({n} candidates): the index could never "
           f"return k distinct results. Construct the index with k <= {n}.")
-    start = time.perf_counter()
-    _LOG.info("%s: building over %d candidates x %d dims", type(self).__name__, n, dim)
+    self._build_start = start = time.perf_counter()
+    self._progress(f"building over {n} candidates x {dim} dims")
     self._num_candidates, self._dim = n, dim
     self._state = []
     self._candidate_embeddings = matrix
@@ -153,8 +166,7 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
     with tf.init_scope():
       self._identifiers = tf.Variable(ids, trainable=False, name="identifiers")
     self.build_seconds = time.perf_counter() - start
-    _LOG.info("%s: built in %.2f s, %.1f MB", type(self).__name__, self.build_seconds,
-              self.size_bytes() / 1e6)
+    self._progress(f"built: {self.size_bytes() / 1e6:.1f} MB")
     self._reset_tf_function_cache()
     return self
 

@@ -31,7 +31,7 @@ class BruteForce(Index):
       query_model: Optional Keras model mapping raw query features to embeddings.
       k: int. Maximum (and default) number of results.
       name: Optional layer name.
-      **kwargs: Passed to `tf.keras.Model`.
+      **kwargs: Passed to `Index` (e.g. `verbose=True`) and `tf.keras.Model`.
     """
     super().__init__(query_model=query_model, k=k, name=name, **kwargs)
     self._candidates = None

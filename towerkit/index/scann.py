@@ -74,7 +74,7 @@ class ScaNN(Index):
       training_iterations: int. k-means iterations for the tree.
       parallelize_batch_searches: bool. Use several threads for batched queries.
       name: Optional layer name.
-      **kwargs: Passed to `tf.keras.Model`.
+      **kwargs: Passed to `Index` (e.g. `verbose=True`) and `tf.keras.Model`.
     """
     super().__init__(query_model=query_model, k=k, name=name, **kwargs)
     for knob, value in (("num_leaves", num_leaves), ("num_leaves_to_search", num_leaves_to_search),
@@ -115,7 +115,9 @@ class ScaNN(Index):
                                  anisotropic_quantization_threshold=self._aq_threshold)
       builder = builder.reorder(settings["num_reordering_candidates"])
     self.settings = settings
+    self._progress(f"training ScaNN {settings}")
     self._searcher = builder.build(shared_name=f"towerkit-scann-{uuid.uuid4()}")
+    self._progress("serializing the searcher state")
     self._scann_state = self._searcher.serialize_to_module()
     self._state.extend(self._scann_state.variables)
 
