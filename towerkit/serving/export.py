@@ -5,6 +5,8 @@ import pathlib
 import shutil
 import uuid
 
+import numpy as np
+
 from towerkit.index import Index, save_index
 from towerkit.serving import signatures as signatures_lib
 from towerkit.serving import warmup as warmup_lib
@@ -66,10 +68,11 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
         has the wrong dtype.
     """
     base = pathlib.Path(model_base_path)
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
-                                or version < 1):
+    if version is not None and (isinstance(version, bool)
+                                or not isinstance(version, (int, np.integer)) or version < 1):
         raise ValueError(f"version must be a positive integer (TF Serving only loads directories "
                          f"named 1, 2, ...), got {version!r}.")
+    version = None if version is None else int(version)
     if isinstance(index_or_model, (str, os.PathLike)):
         source = pathlib.Path(index_or_model)
         signatures_lib.read_saved_model_proto(source)  # Fails early, naming the problem.

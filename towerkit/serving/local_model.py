@@ -1,5 +1,6 @@
 """An export loaded in this process with the TensorFlow runtime, queried like a served model."""
 
+import numpy as np
 import tensorflow as tf
 
 from towerkit.serving.check import resolve_version_dir
@@ -50,8 +51,9 @@ class LocalModel:
         inputs = dict(inputs)
         signature_name = "serving_default"
         if k is not None:
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
                 raise InvalidRequestError(f"k must be a positive integer, got {k!r}.")
+            k = int(k)
             if self.max_k is not None and k > self.max_k:
                 raise InvalidRequestError(f"k={k} exceeds the export's max_k={self.max_k}: ask for "
                                           f"k <= {self.max_k}, or re-export with a larger max_k.")
