@@ -106,9 +106,13 @@ def _run_signature(loaded, signature_name, inputs):
 
 
 class GrpcModelServer:
-    """gRPC PredictionService + ModelService on 127.0.0.1 backed by a loaded SavedModel."""
+    """gRPC PredictionService + ModelService on 127.0.0.1 backed by a loaded SavedModel.
 
-    def __init__(self, export_dir, model_name=MODEL_NAME, unavailable_first=0):
+    The first `unavailable_first` Predict calls abort with UNAVAILABLE (to test retries);
+    `delay_s` sleeps before answering (to test timeouts).
+    """
+
+    def __init__(self, export_dir, model_name=MODEL_NAME, unavailable_first=0, delay_s=0.0):
         import grpc
         from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                              model_service_pb2_grpc, predict_pb2,
@@ -132,6 +136,8 @@ class GrpcModelServer:
         class Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
             def Predict(self, request, context):
                 server_self.requests.append(request)
+                if delay_s:
+                    threading.Event().wait(delay_s)
                 if state["unavailable"] > 0:
                     state["unavailable"] -= 1
                     context.abort(grpc.StatusCode.UNAVAILABLE, "loading")

@@ -172,6 +172,16 @@ def test_rest_timeout(toy_export, toy):
         server.stop()
 
 
+def test_grpc_timeout(toy_export, toy):
+    server = toy.GrpcModelServer(toy_export, delay_s=1.5)
+    try:
+        with serving.Client(server.url, toy.MODEL_NAME, timeout=0.2, retries=0) as client:
+            with pytest.raises(serving.ServingTimeoutError, match="within 0.2 s"):
+                client.predict({"user_id": ["u2"]})
+    finally:
+        server.stop()
+
+
 def test_grpc_retries_unavailable_then_succeeds(toy_export, toy):
     server = toy.GrpcModelServer(toy_export, unavailable_first=2)
     try:

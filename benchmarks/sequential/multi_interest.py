@@ -1,0 +1,100 @@
+"""Multi-interest benchmark: MIND, ComiRec-DR, ComiRec-SA on the sequential protocol.
+
+Trains each model with its recipe (`Recipe.train`), scores it on the test users with
+`Recipe.evaluate(split="test")` (Recall/HR/NDCG@20/50 over the whole catalogue, plus the
+interest-diversity diagnostics), over several seeds, and writes the per-seed rows as JSON and a
+Markdown table (mean and min-max over seeds). K = 4 interests, dim 64 throughout.
+
+Usage:
+  python benchmarks/sequential/multi_interest.py --models mind comirec_dr comirec_sa \
+      --seeds 0 1 2 --out benchmarks/sequential/multi_interest_results.json
+
+Settings are in `SETTINGS` (chosen on the valid users only, see MULTI_INTEREST_RESULTS.md);
+`--params` / `--epochs` (JSON by model name) override them, and a model name `NAME@TAG` runs
+recipe NAME with the overrides given under `NAME@TAG` (for ablations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+import towerkit  # noqa: F401  (legacy Keras switch)
+from towerkit.recipes import get_recipe, make_run_config
+
+_COMMON = {"embedding_dim": 64, "num_interests": 4, "batch_size": 256, "learning_rate": 1e-3,
+           "loss": "full"}
+# model -> (epochs, params). Chosen on the valid split.
+SETTINGS = {
+    "mind": (10, {**_COMMON, "hidden_units": "256", "pow_p": 1.0}),
+    "comirec_dr": (10, dict(_COMMON)),
+    "comirec_sa": (10, dict(_COMMON)),
+}
+COLUMNS = ("recall@20", "recall@50", "hr@50", "ndcg@50", "interest_mean_pairwise_cosine",
+           "interest_share_max", "train_seconds")
+
+
+def run_one(model: str, seed: int, dataset: str, data_dir, params: dict, epochs: int) -> dict:
+    recipe_name = model.split("@")[0]
+    recipe = get_recipe(recipe_name)()
+    config = make_run_config(recipe_name, dataset, data_dir=data_dir, seed=seed, epochs=epochs,
+                             params=params)
+    with tempfile.TemporaryDirectory() as run_dir:
+        start = time.perf_counter()
+        trained = recipe.train(config, pathlib.Path(run_dir))
+        wall = time.perf_counter() - start
+        test = recipe.evaluate(run_dir, split="test")
+    return {"model": model, "seed": seed, "epochs": epochs, "params": params,
+            "train_seconds": float(trained.get("train_seconds", wall)),
+            "valid_recall@50": float(trained.get("valid_recall@50", float("nan"))),
+            **{k: float(v) for k, v in test.items()}}
+
+
+def table(rows: list) -> str:
+    lines = ["| model | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        cells = []
+        for c in COLUMNS:
+            v = np.array([r.get(c, np.nan) for r in mine], dtype=float)
+            fmt = "{:.1f}" if c == "train_seconds" else "{:.3f}"
+            cells.append(f"{fmt.format(v.mean())} ({fmt.format(v.min())}-{fmt.format(v.max())})")
+        lines.append(f"| {model} (n={len(mine)}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(SETTINGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--dataset", default="movielens/100k-ratings")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--params", default="{}", help="JSON: model -> params overrides")
+    parser.add_argument("--epochs", default="{}", help="JSON: model -> epochs")
+    parser.add_argument("--out", default="benchmarks/sequential/multi_interest_results.json")
+    args = parser.parse_args(argv)
+    overrides, epochs = json.loads(args.params), json.loads(args.epochs)
+    out = pathlib.Path(args.out)
+    rows = json.loads(out.read_text())["rows"] if out.exists() else []
+    for model in args.models:
+        default_epochs, params = SETTINGS.get(model.split("@")[0], (10, dict(_COMMON)))
+        params = {**params, **overrides.get(model, {})}
+        for seed in args.seeds:
+            row = run_one(model, seed, args.dataset, args.data_dir, params,
+                          int(epochs.get(model, default_epochs)))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
+                                       "rows": rows}, indent=1))
+    print(table(rows))
+    out.with_suffix(".md").write_text(table(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()

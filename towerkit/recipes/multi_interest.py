@@ -1,0 +1,263 @@
+"""Multi-interest retrieval recipes: `mind`, `comirec_dr`, `comirec_sa`.
+
+They reuse the sequential protocol, training loop, evaluation, top-N dump and serving inputs of
+`towerkit.recipes.sequential.SequentialRecipe`; what changes is
+
+  * the query tower (`towerkit.towers.MIND`, `ComiRecDR`, `ComiRecSA`), which returns
+    `[batch, num_interests, dim]`: retrieval scores an item by its best interest (max-merge,
+    duplicates removed), in evaluation and in the exported index alike;
+  * training: the tower's label-aware readout (`MultiInterestTower.training_vector`: MIND's
+    `softmax(p * score)` attention, or the argmax of the signed dot product for ComiRec) turns
+    the interests into one vector per target, which then goes through the same Retrieval task
+    (full softmax, sampled softmax with logQ, or in-batch softmax with logQ);
+  * `evaluate` adds interest-diversity diagnostics: the mean pairwise cosine of each user's
+    active interests (`interest_mean_pairwise_cosine`), the share of training examples whose
+    target is closest (signed dot) to each interest (`interest_share_k`), the mean number of
+    active interests, and ComiRec's list diversity (`diversity@50`, mean pairwise genre
+    distance inside the top 50). With `--aggregation-diversity LAMBDA > 0` the top 50 comes from
+    ComiRec's controllable aggregation over the per-interest top 50 lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from towerkit.data.sequential_protocol import SequentialProtocol
+from towerkit.index.controllable_aggregation import ControllableAggregation
+from towerkit.layers.label_aware_attention import LabelAwareAttention
+from towerkit.recipes.base import register_recipe
+from towerkit.recipes.sequential import (TOP_N, SequentialRecipe, SequentialRetrievalModel,
+                                         _dump, _metrics)
+from towerkit.tasks.sampled_softmax import SampledSoftmax
+from towerkit.towers.comirec_dr import ComiRecDR
+from towerkit.towers.comirec_sa import ComiRecSA
+from towerkit.towers.mind import MIND
+
+__all__ = ["MultiInterestRecipe", "MultiInterestRetrievalModel", "MINDRecipe",
+           "ComiRecDRRecipe", "ComiRecSARecipe", "interest_diagnostics", "list_diversity"]
+
+
+class MultiInterestRetrievalModel(SequentialRetrievalModel):
+    """`SequentialRetrievalModel` trained through the tower's label-aware readout.
+
+    `query` returns the interests `[batch, num_interests, dim]` (retrieval); `compute_loss`
+    reads one vector per target with `query_tower.training_vector` and feeds it to the task.
+    """
+
+    def compute_loss(self, features, training: bool = False) -> tf.Tensor:
+        table = self.candidates()
+        target = tf.cast(features["target"], tf.int64)
+        target_embeddings = tf.gather(table, target)
+        q = self.query_tower.training_vector(features, target_embeddings, training=training)
+        if self.l2_normalize:
+            q = tf.math.l2_normalize(q, axis=-1)
+        if isinstance(self.task, SampledSoftmax):
+            return self.task(q, target, table)
+        return self.task(q, target_embeddings, candidate_ids=target, compute_metrics=False)
+
+
+def interest_diagnostics(tower, histories: np.ndarray, targets: Optional[np.ndarray] = None,
+                         target_histories: Optional[np.ndarray] = None,
+                         batch_size: int = 4096) -> dict:
+    """Diversity diagnostics of a multi-interest tower (inference mode).
+
+    Args:
+      tower: a `MultiInterestTower`.
+      histories: int `[users, length]` histories whose interests are compared.
+      targets: optional int `[examples]` target items; with `target_histories`
+        (`[examples, length]`), counts which interest has the largest signed dot with each target.
+      batch_size: int.
+
+    Returns:
+      dict: `interest_mean_pairwise_cosine` (mean over users with >= 2 active interests of the
+      mean cosine between their active interests), `interest_active_mean`, and with targets
+      `interest_share_k` for each interest k (shares sum to 1) and `interest_share_max`.
+    """
+    cosines, active_counts = [], []
+    for start in range(0, len(histories), batch_size):
+        v, mask = tower.interests({"history": tf.constant(histories[start:start + batch_size])},
+                                  training=False)
+        v, mask = v.numpy(), mask.numpy()
+        unit = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+        cos = np.einsum("bkd,bld->bkl", unit, unit)
+        k = mask.shape[1]
+        pair = mask[:, :, None] & mask[:, None, :] & ~np.eye(k, dtype=bool)[None]
+        n_pairs = pair.sum(axis=(1, 2))
+        keep = n_pairs > 0
+        cosines.append((np.where(pair, cos, 0.0).sum(axis=(1, 2))[keep] / n_pairs[keep]))
+        active_counts.append(mask.sum(1))
+    cosines = np.concatenate(cosines)
+    out = {"interest_mean_pairwise_cosine": float(cosines.mean()) if len(cosines) else float("nan"),
+           "interest_active_mean": float(np.concatenate(active_counts).mean())}
+    if targets is not None:
+        counts = np.zeros(tower.num_interests, np.int64)
+        for start in range(0, len(targets), batch_size):
+            hist = tf.constant(target_histories[start:start + batch_size])
+            emb = tower.item_embedding(tf.constant(targets[start:start + batch_size]))
+            picked = tower.assignments({"history": hist}, emb).numpy()
+            counts += np.bincount(picked, minlength=tower.num_interests)
+        shares = counts / max(counts.sum(), 1)
+        for k, share in enumerate(shares):
+            out[f"interest_share_{k}"] = float(share)
+        out["interest_share_max"] = float(shares.max())
+    return out
+
+
+def list_diversity(topn: np.ndarray, aggregation: ControllableAggregation,
+                   candidate_rows: np.ndarray) -> float:
+    """ComiRec's Diversity@N: mean over users of the mean pairwise `g(i, j)` inside the list.
+
+    Args:
+      topn: int `[users, N]` item indices.
+      aggregation: supplies the category distance `g`.
+      candidate_rows: int `[num_items + 1]` row of each item index in `aggregation` (-1: none).
+    """
+    n = topn.shape[1]
+    values = []
+    for row in topn:
+        rows = candidate_rows[row]
+        g = aggregation.distance(rows, rows)
+        values.append((g.sum() - np.trace(g)) / (n * (n - 1)))
+    return float(np.mean(values))
+
+
+class MultiInterestRecipe(SequentialRecipe):
+    """Base of the multi-interest recipes; subclasses implement `build_query_tower`.
+
+    Flags on top of the sequential ones: `--num-interests` (K, default 4),
+    `--routing-iterations` (3), `--aggregation-diversity` (lambda of the controllable
+    aggregation used by `evaluate`, default 0 = plain max-merge).
+    """
+
+    @classmethod
+    def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--num-interests", type=int, default=4)
+        parser.add_argument("--aggregation-diversity", type=float, default=0.0,
+                            help="lambda of ComiRec's controllable aggregation in evaluate")
+        cls.add_model_arguments(parser)
+
+    @classmethod
+    def add_model_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Model-specific flags."""
+
+    def build_model(self, params: dict, protocol: SequentialProtocol) -> SequentialRetrievalModel:
+        dim = int(params["embedding_dim"])
+        if params.get("separate_candidate_embeddings"):
+            raise ValueError("Multi-interest recipes score the history items with the candidate "
+                             "table; drop --separate-candidate-embeddings.")
+        items = tf.keras.layers.Embedding(protocol.num_items + 1, dim, name="item_embedding")
+        tower = self.build_query_tower(params, protocol, items)
+        model = MultiInterestRetrievalModel(tower, items, self.build_task(params, protocol),
+                                            l2_normalize=bool(params["l2_normalize"]))
+        model.query({k: tf.constant(v[:2]) for k, v in protocol.split("valid").features.items()})
+        return model
+
+    def _aggregation(self, protocol: SequentialProtocol, diversity: float):
+        genres = protocol.sequences.item_genres
+        if genres is None:
+            return None
+        return ControllableAggregation(np.arange(1, protocol.num_items + 1), genres[1:],
+                                       diversity=diversity)
+
+    def evaluate(self, run_dir, split: str = "test", dump_topn: Optional[str] = None) -> dict:
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test' (held-out users), got {split!r}.")
+        config, protocol, model = self._restore(run_dir)
+        params = self._params(config)
+        diversity = float(params.get("aggregation_diversity", 0.0))
+        aggregation = self._aggregation(protocol, diversity)
+        if diversity > 0:
+            if aggregation is None:
+                raise ValueError("--aggregation-diversity needs item genres, which this dataset "
+                                 "lacks; set it to 0.")
+            topn = self._aggregated_topn(model, protocol, split, aggregation)
+        else:
+            topn = self._topn(model, protocol, split)
+        if dump_topn:
+            _dump(dump_topn, protocol, split, topn)
+        metrics = _metrics(protocol, split, topn)
+        examples = protocol.train_examples
+        metrics.update(interest_diagnostics(model.query_tower, protocol.split(split).history,
+                                            examples["target"], examples["history"]))
+        if aggregation is not None:
+            rows = np.concatenate([[-1], np.arange(protocol.num_items)])
+            metrics[f"diversity@{TOP_N}"] = list_diversity(topn, aggregation, rows)
+        return metrics
+
+    def _aggregated_topn(self, model, protocol, split, aggregation) -> np.ndarray:
+        queries = self._query_embeddings(model, protocol, split)          # [users, K, dim]
+        table = model.candidates().numpy()
+        scores = np.einsum("bkd,nd->bkn", queries, table[1:])
+        top = np.argsort(-scores, axis=-1, kind="stable")[:, :, :TOP_N]
+        top_scores = np.take_along_axis(scores, top, axis=-1)
+        _, items = aggregation(top_scores, top + 1, n=TOP_N)
+        return items.astype(np.int64)
+
+
+def _readout(params: dict) -> LabelAwareAttention:
+    if params.get("hard_readout"):
+        return LabelAwareAttention(hard=True)
+    return LabelAwareAttention(p=float(params.get("pow_p", 1.0)))
+
+
+@register_recipe
+class MINDRecipe(MultiInterestRecipe):
+    """`mind`: MIND (Li et al., CIKM 2019), label-aware attention in training."""
+
+    name = "mind"
+
+    @classmethod
+    def add_model_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--hidden-units", default="256",
+                            help="comma-separated ReLU widths after the capsules")
+        parser.add_argument("--pow-p", type=float, default=1.0,
+                            help="label-aware attention sharpness p: softmax(p * score)")
+        parser.add_argument("--hard-readout", action="store_true",
+                            help="train with the argmax interest (p -> inf)")
+        parser.add_argument("--routing-iterations", type=int, default=3)
+        parser.add_argument("--logit-stddev", type=float, default=1.0)
+
+    def build_query_tower(self, params, protocol, item_embedding):
+        units = [int(u) for u in str(params.get("hidden_units", "256")).split(",") if u.strip()]
+        return MIND(item_embedding, num_interests=int(params.get("num_interests", 4)),
+                    hidden_units=units,
+                    routing_iterations=int(params.get("routing_iterations", 3)),
+                    logit_stddev=float(params.get("logit_stddev", 1.0)),
+                    readout=_readout(params), seed=0)
+
+
+@register_recipe
+class ComiRecDRRecipe(MultiInterestRecipe):
+    """`comirec_dr`: ComiRec-DR (Cen et al., KDD 2020), argmax readout in training."""
+
+    name = "comirec_dr"
+
+    @classmethod
+    def add_model_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--routing-iterations", type=int, default=3)
+
+    def build_query_tower(self, params, protocol, item_embedding):
+        return ComiRecDR(item_embedding, num_interests=int(params.get("num_interests", 4)),
+                         max_length=protocol.max_history,
+                         routing_iterations=int(params.get("routing_iterations", 3)))
+
+
+@register_recipe
+class ComiRecSARecipe(MultiInterestRecipe):
+    """`comirec_sa`: ComiRec-SA (Cen et al., KDD 2020), argmax readout in training."""
+
+    name = "comirec_sa"
+
+    @classmethod
+    def add_model_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--attention-units", type=int, default=None,
+                            help="width of W1 (default 4 * embedding dim)")
+
+    def build_query_tower(self, params, protocol, item_embedding):
+        return ComiRecSA(item_embedding, num_interests=int(params.get("num_interests", 4)),
+                         max_length=protocol.max_history,
+                         hidden_units=params.get("attention_units"))
