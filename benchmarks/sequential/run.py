@@ -33,8 +33,8 @@ from towerkit.recipes import get_recipe, make_run_config
 # model name -> (recipe, epochs, params). Chosen on the valid split (see RESULTS.md).
 SETTINGS = {
     "popularity": ("popularity", 1, {}),
-    "gru": ("gru", 10, {"embedding_dim": 64, "batch_size": 256, "learning_rate": 1e-3,
-                        "loss": "full"}),
+    "gru": ("gru", 6, {"embedding_dim": 64, "batch_size": 1024, "learning_rate": 3e-3,
+                       "loss": "full", "unroll": True}),
     "youtube_dnn": ("youtube_dnn", 10, {"embedding_dim": 64, "hidden_units": "128",
                                         "batch_size": 256, "learning_rate": 1e-3,
                                         "loss": "full"}),
