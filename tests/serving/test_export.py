@@ -25,15 +25,25 @@ def test_bruteforce_export_runs_in_clean_process_like_in_process(toy_export, toy
     np.testing.assert_allclose(run.outputs["scores"], oracle_scores, rtol=1e-5)
 
 
-def test_annoy_export_runs_in_clean_process_like_in_process(tmp_path, toy):
-    # Annoy's best-first forest search runs in stock TF ops: the export must load and answer in a
-    # process with TensorFlow alone exactly as the in-process index does.
+def _annoy(query_model, toy):
     from towerkit.index import Annoy
 
+    return Annoy(query_model, k=toy.MAX_K, n_trees=4, search_k=20)
+
+
+def _portable(query_model, toy):
+    from towerkit.index import PortableIndex
+
+    return PortableIndex(query_model, k=toy.MAX_K, num_leaves=4, leaves_to_search=2, reorder=10)
+
+
+@pytest.mark.parametrize("make", [_annoy, _portable], ids=["annoy", "portable"])
+def test_ann_export_runs_in_clean_process_like_in_process(make, tmp_path, toy):
+    # Annoy's forest search and the portable partitioned index run in stock TF ops: the export
+    # must load and answer in a process with TensorFlow alone exactly as the in-process index.
     ids, embeddings = toy.make_catalogue()
-    index = Annoy(toy.make_query_model(), k=toy.MAX_K, n_trees=4, search_k=20).index(
-        embeddings, identifiers=ids)
-    path = serving.export(index, tmp_path / "annoy", query_signature=toy.USER_SIGNATURE,
+    index = make(toy.make_query_model(), toy).index(embeddings, identifiers=ids)
+    path = serving.export(index, tmp_path / "ann", query_signature=toy.USER_SIGNATURE,
                           warmup_queries={"user_id": toy.WARMUP_USERS})
     users = np.array(["u0", "u5", "u12", "u19"])
     run = clean_process.run_saved_model(path, {"user_id": users}, warmup=True)

@@ -283,14 +283,16 @@ class Client:
         return f" Expected inputs of {signature_name!r}: {expected}."
 
     def _with_retries(self, attempt_fn):
-        for attempt in range(self.retries + 1):
+        """Calls `attempt_fn`, retrying ServerUnavailableError `self.retries` times with backoff."""
+        attempt = 0
+        while True:
             try:
                 return attempt_fn()
             except ServerUnavailableError:
-                if attempt == self.retries:
+                if attempt >= self.retries:
                     raise
                 time.sleep(min(self.backoff * 2 ** attempt, _MAX_BACKOFF_S))
-        raise AssertionError("unreachable")
+                attempt += 1
 
     def _rest_predict(self, inputs: dict, signature_name: str) -> dict:
         fmt = "columnar" if any(np.ndim(v) == 0 for v in inputs.values()) else self.rest_format
