@@ -12,112 +12,119 @@ _PORTABLE_NAMES = ("Portable", "PortableIndex", "PortableScaNN")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-  parser = subparsers.add_parser(
-      "export", help="export a trained run's retrieval index for TensorFlow Serving",
-      description="Build an index over a run's candidates (BruteForce, ScaNN, Annoy or the "
-                  "portable ANN index) and write it as MODEL_BASE_PATH/VERSION, a SavedModel "
-                  "with serving_default, top_k and query_embedding signatures.")
-  parser.add_argument("run_dir", metavar="RUN", help="run directory written by `towerkit train`")
-  parser.add_argument("--index", choices=INDEX_KINDS, default="brute-force",
-                      help="index kind (default: %(default)s); 'scann' needs the ScaNN custom "
-                           "ops at serving time, the others run on stock TF Serving")
-  parser.add_argument("--model-base-path", required=True, metavar="DIR",
-                      help="TF Serving base path; the version directory is created inside it")
-  parser.add_argument("--version", type=int, default=None,
-                      help="version number (default: next after the largest existing one)")
-  parser.add_argument("--k", type=int, default=100,
-                      help="max results per query, capped at the catalogue size "
-                           "(default: %(default)s)")
-  parser.add_argument("--target-recall", type=float, default=None, metavar="R",
-                      help="tune the ANN search (leaves/reorder, search_k) to reach recall@10 "
-                           ">= R against brute force on the run's sample queries")
-  parser.add_argument("--json", action="store_true", help="print the export summary as JSON")
-  return parser
+    parser = subparsers.add_parser(
+        "export", help="export a trained run's retrieval index for TensorFlow Serving",
+        description="Build an index over a run's candidates (BruteForce, ScaNN, Annoy or the "
+                    "portable ANN index) and write it as MODEL_BASE_PATH/VERSION, a SavedModel "
+                    "with serving_default, top_k and query_embedding signatures.")
+    parser.add_argument("run_dir", metavar="RUN", help="run directory written by `towerkit train`")
+    parser.add_argument("--index", choices=INDEX_KINDS, default="brute-force",
+                        help="index kind (default: %(default)s); 'scann' needs the ScaNN custom "
+                             "ops at serving time, the others run on stock TF Serving")
+    parser.add_argument("--model-base-path", required=True, metavar="DIR",
+                        help="TF Serving base path; the version directory is created inside it")
+    parser.add_argument("--version", type=int, default=None,
+                        help="version number (default: next after the largest existing one)")
+    parser.add_argument("--k", type=int, default=100,
+                        help="max results per query, capped at the catalogue size "
+                             "(default: %(default)s)")
+    parser.add_argument("--target-recall", type=float, default=None, metavar="R",
+                        help="tune the ANN search (leaves/reorder, search_k) to reach recall@10 "
+                             ">= R against brute force on the run's sample queries")
+    parser.add_argument("--json", action="store_true", help="print the export summary as JSON")
+    return parser
 
 
 def index_class(kind: str):
-  """The `towerkit.index` class for a CLI index kind."""
-  from towerkit import index as index_lib  # pylint: disable=g-import-not-at-top
+    """The `towerkit.index` class for a CLI index kind."""
+    from towerkit import index as index_lib  # pylint: disable=g-import-not-at-top
 
-  if kind == "portable":
-    for name in _PORTABLE_NAMES:
-      if hasattr(index_lib, name):
-        return getattr(index_lib, name)
-    raise ValueError("The portable index is not available in this towerkit build; use "
-                     "--index annoy or brute-force for stock TF Serving.")
-  classes = {"brute-force": index_lib.BruteForce, "scann": index_lib.ScaNN,
-             "annoy": index_lib.Annoy}
-  if kind not in classes:
-    raise ValueError(f"Unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}.")
-  return classes[kind]
+    if kind == "portable":
+        import importlib  # pylint: disable=g-import-not-at-top
+        import importlib.util  # pylint: disable=g-import-not-at-top
+
+        modules = [index_lib]
+        if importlib.util.find_spec("towerkit.index.portable") is not None:
+            modules.append(importlib.import_module("towerkit.index.portable"))
+        for module in modules:
+            for name in _PORTABLE_NAMES:
+                if hasattr(module, name):
+                    return getattr(module, name)
+        raise ValueError("The portable index is not available in this towerkit build; use "
+                         "--index annoy or brute-force for stock TF Serving.")
+    classes = {"brute-force": index_lib.BruteForce, "scann": index_lib.ScaNN,
+               "annoy": index_lib.Annoy}
+    if kind not in classes:
+        raise ValueError(f"Unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}.")
+    return classes[kind]
 
 
 def build_index(inputs, kind: str, k: int = 100, target_recall: float | None = None):
-  """Builds (and optionally tunes) an index over `IndexInputs`.
+    """Builds (and optionally tunes) an index over `IndexInputs`.
 
-  Returns:
-    `(index, summary dict)`.
-  """
-  from towerkit.index import tune_for_recall  # pylint: disable=g-import-not-at-top
+    Returns:
+        `(index, summary dict)`.
+    """
+    from towerkit.index import tune_for_recall  # pylint: disable=g-import-not-at-top
 
-  n = len(inputs.candidate_ids)
-  k = max(1, min(int(k), n))
-  index = index_class(kind)(query_model=inputs.query_model, k=k)
-  index.index(inputs.candidate_embeddings, inputs.candidate_ids)
-  summary = {"index": kind, "class": type(index).__name__, "num_candidates": n, "max_k": k,
-             "build_seconds": round(index.build_seconds, 3), "size_bytes": index.size_bytes()}
-  if target_recall is not None:
-    if index.is_exact():
-      summary["tuning"] = {"note": "exact index: recall is 1", "recall": 1.0}
-    else:
-      report = tune_for_recall(index, inputs.sample_queries, target_recall=target_recall,
-                               k=min(10, k))
-      summary["tuning"] = {key: report[key] for key in ("setting", "recall", "target_recall",
-                                                         "reached", "k")}
-      summary["tuning"]["num_queries"] = len(next(iter(inputs.sample_queries.values())))
-  return index, summary
+    n = len(inputs.candidate_ids)
+    k = max(1, min(int(k), n))
+    index = index_class(kind)(query_model=inputs.query_model, k=k)
+    index.index(inputs.candidate_embeddings, inputs.candidate_ids)
+    summary = {"index": kind, "class": type(index).__name__, "num_candidates": n, "max_k": k,
+               "build_seconds": round(index.build_seconds, 3), "size_bytes": index.size_bytes()}
+    if target_recall is not None:
+        if index.is_exact():
+            summary["tuning"] = {"note": "exact index: recall is 1", "recall": 1.0}
+        else:
+            report = tune_for_recall(index, inputs.sample_queries, target_recall=target_recall,
+                                     k=min(10, k))
+            keys = ("setting", "recall", "target_recall", "reached", "k")
+            summary["tuning"] = {key: report[key] for key in keys}
+            summary["tuning"]["num_queries"] = len(next(iter(inputs.sample_queries.values())))
+    return index, summary
 
 
 def export_inputs(inputs, kind: str, model_base_path, version: int | None = None, k: int = 100,
                   target_recall: float | None = None) -> dict:
-  """Builds the index for `inputs` and writes `model_base_path/<version>/`."""
-  index, summary = build_index(inputs, kind, k=k, target_recall=target_recall)
-  base = pathlib.Path(model_base_path)
-  try:
-    from towerkit.serving import export as serving_export  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    serving_export = None
-  if serving_export is not None:
-    path = serving_export(index, base, version=version, query_signature=inputs.query_signature,
-                          warmup_queries=inputs.sample_queries)
-  else:
-    from towerkit.index import save_index  # pylint: disable=g-import-not-at-top
+    """Builds the index for `inputs` and writes `model_base_path/<version>/`."""
+    index, summary = build_index(inputs, kind, k=k, target_recall=target_recall)
+    base = pathlib.Path(model_base_path)
+    try:
+        from towerkit.serving import export as serving_export  # pylint: disable=g-import-not-at-top
+    except ImportError:
+        serving_export = None
+    if serving_export is not None:
+        path = serving_export(index, base, version=version, query_signature=inputs.query_signature,
+                              warmup_queries=inputs.sample_queries)
+    else:
+        from towerkit.index import save_index  # pylint: disable=g-import-not-at-top
 
-    if version is None:
-      existing = [int(p.name) for p in base.glob("*") if p.name.isdigit()]
-      version = max(existing, default=0) + 1
-    path = pathlib.Path(save_index(index, base / str(version), inputs.query_signature))
-  summary["path"] = str(path)
-  summary["custom_ops"] = list(index.custom_ops)
-  return summary
+        if version is None:
+            existing = [int(p.name) for p in base.glob("*") if p.name.isdigit()]
+            version = max(existing, default=0) + 1
+        path = pathlib.Path(save_index(index, base / str(version), inputs.query_signature))
+    summary["path"] = str(path)
+    summary["custom_ops"] = list(index.custom_ops)
+    return summary
 
 
 def run(args: argparse.Namespace) -> int:
-  from towerkit import recipes  # pylint: disable=g-import-not-at-top
+    from towerkit import recipes  # pylint: disable=g-import-not-at-top
 
-  recipe, _ = recipes.load_run(args.run_dir)
-  inputs = recipe.index_inputs(args.run_dir)
-  summary = export_inputs(inputs, args.index, args.model_base_path, version=args.version,
-                          k=args.k, target_recall=args.target_recall)
-  if args.json:
-    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
-  else:
-    print(f"exported {summary['class']} over {summary['num_candidates']} candidates "
-          f"(max_k {summary['max_k']}, {summary['size_bytes'] / 1e6:.1f} MB, built in "
-          f"{summary['build_seconds']:.1f} s) to {summary['path']}")
-    if "tuning" in summary:
-      print(f"  tuning: {summary['tuning']}")
-    if summary["custom_ops"]:
-      print(f"  WARNING: needs custom ops {', '.join(summary['custom_ops'])}: stock TensorFlow "
-            "Serving cannot load it (use --index portable or annoy).")
-  return 0
+    recipe, _ = recipes.load_run(args.run_dir)
+    inputs = recipe.index_inputs(args.run_dir)
+    summary = export_inputs(inputs, args.index, args.model_base_path, version=args.version,
+                            k=args.k, target_recall=args.target_recall)
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        print(f"exported {summary['class']} over {summary['num_candidates']} candidates "
+              f"(max_k {summary['max_k']}, {summary['size_bytes'] / 1e6:.1f} MB, built in "
+              f"{summary['build_seconds']:.1f} s) to {summary['path']}")
+        if "tuning" in summary:
+            print(f"  tuning: {summary['tuning']}")
+        if summary["custom_ops"]:
+            print(f"  WARNING: needs custom ops {', '.join(summary['custom_ops'])}: stock "
+                  "TensorFlow Serving cannot load it (use --index portable or annoy).")
+    return 0

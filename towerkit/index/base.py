@@ -18,363 +18,370 @@ Queries = Union[tf.Tensor, np.ndarray, Dict[str, tf.Tensor]]
 
 
 class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
-  """A top-k retrieval index over candidate embeddings (drop-in for TFRS `TopK` layers).
+    """A top-k retrieval index over candidate embeddings (drop-in for TFRS `TopK` layers).
 
-  The base class owns everything that is common to all indexes: the optional query model,
-  input validation, candidate identifiers (strings or integers), `k` at call time up to the
-  `k` fixed at construction (`max_k`), query-time exclusions and multi-vector queries
-  `[batch, num_interests, dim]`, which are searched per interest and merged by max score with
-  duplicate candidates removed. A subclass only implements:
+    The base class owns everything that is common to all indexes: the optional query model,
+    input validation, candidate identifiers (strings or integers), `k` at call time up to the
+    `k` fixed at construction (`max_k`), query-time exclusions and multi-vector queries
+    `[batch, num_interests, dim]`, which are searched per interest and merged by max score with
+    duplicate candidates removed. A subclass only implements:
 
-  - `_build(candidates)`: build its structures from a validated float32 `[n, dim]` array.
-  - `_search(queries, k)`: float32 `[batch, dim]` embeddings and an int (or int32 scalar
-    tensor) `k <= n` -> `(scores [batch, k] float32, rows [batch, k] int32)`, best first,
-    `rows` indexing the candidates as given to `index`. Traceable in a `tf.function`; it must
-    read only variables created by `_build` so that the index saves right after building.
-  - `is_exact()`, and optionally `_index_size_bytes()` and `custom_ops`.
+    - `_build(candidates)`: build its structures from a validated float32 `[n, dim]` array.
+    - `_search(queries, k)`: float32 `[batch, dim]` embeddings and an int (or int32 scalar
+        tensor) `k <= n` -> `(scores [batch, k] float32, rows [batch, k] int32)`, best first,
+        `rows` indexing the candidates as given to `index`. Traceable in a `tf.function`; it must
+        read only variables created by `_build` so that the index saves right after building.
+    - `is_exact()`, and optionally `_index_size_bytes()` and `custom_ops`.
 
-  Example:
+    Example:
 
-  ```python
-  index = towerkit.index.BruteForce(query_model, k=100)
-  index.index(candidate_embeddings, identifiers=movie_titles)
-  scores, titles = index({"user_id": tf.constant(["42"])}, k=10)
-  towerkit.index.save_index(index, "/tmp/index")
-  ```
-  """
-
-  #: Op names a SavedModel of this index needs beyond stock TensorFlow.
-  custom_ops: ClassVar[Tuple[str, ...]] = ()
-
-  def __init__(self, query_model: Optional[tf.keras.Model] = None, k: int = 10,
-               name: Optional[str] = None, verbose: bool = False, **kwargs) -> None:
-    """Initializes the index.
-
-    Args:
-      query_model: Optional Keras model/layer mapping raw query features to `[batch, dim]`
-        or `[batch, num_interests, dim]`. Without it, queries are embeddings.
-      k: int. Maximum (and default) number of results per query, fixed at build.
-      name: Optional layer name.
-      verbose: bool. Print build progress lines to stderr (they are always logged to the
-        `towerkit.index` logger at INFO).
-      **kwargs: Passed to `tf.keras.Model`.
-
-    Raises:
-      ValueError: if `k` is not a positive integer.
+    ```python
+    index = towerkit.index.BruteForce(query_model, k=100)
+    index.index(candidate_embeddings, identifiers=movie_titles)
+    scores, titles = index({"user_id": tf.constant(["42"])}, k=10)
+    towerkit.index.save_index(index, "/tmp/index")
+    ```
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-      raise ValueError(f"k must be a positive integer (the maximum number of results); got {k!r}.")
-    super().__init__(k=int(k), name=name, **kwargs)
-    self.query_model = query_model
-    self.verbose = verbose
-    self._build_start = None
-    self._identifiers = None
-    self._num_candidates = None
-    self._dim = None
-    self._state = []
-    self._candidate_embeddings = None
-    self.build_seconds = None
 
-  # ------------------------------------------------------------------ properties
-  @property
-  def max_k(self) -> int:
-    """The largest `k` a call may ask for (the constructor's `k`)."""
-    return self._k
+    #: Op names a SavedModel of this index needs beyond stock TensorFlow.
+    custom_ops: ClassVar[Tuple[str, ...]] = ()
 
-  @property
-  def num_candidates(self) -> Optional[int]:
-    """Number of indexed candidates (None before `index`)."""
-    return self._num_candidates
+    def __init__(self, query_model: Optional[tf.keras.Model] = None, k: int = 10,
+                 name: Optional[str] = None, verbose: bool = False, **kwargs) -> None:
+        """Initializes the index.
 
-  @property
-  def dim(self) -> Optional[int]:
-    """Embedding dimension (None before `index`)."""
-    return self._dim
+        Args:
+            query_model: Optional Keras model/layer mapping raw query features to `[batch, dim]`
+                or `[batch, num_interests, dim]`. Without it, queries are embeddings.
+            k: int. Maximum (and default) number of results per query, fixed at build.
+            name: Optional layer name.
+            verbose: bool. Print build progress lines to stderr (they are always logged to the
+                `towerkit.index` logger at INFO).
+            **kwargs: Passed to `tf.keras.Model`.
 
-  @property
-  def identifiers(self) -> Optional[tf.Variable]:
-    """The `[n]` candidate identifiers (row numbers as int32 when none were given)."""
-    return self._identifiers
+        Raises:
+            ValueError: if `k` is not a positive integer.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(
+                f"k must be a positive integer (the maximum number of results); got {k!r}.")
+        super().__init__(k=int(k), name=name, **kwargs)
+        self.query_model = query_model
+        self.verbose = verbose
+        self._build_start = None
+        self._identifiers = None
+        self._num_candidates = None
+        self._dim = None
+        self._state = []
+        self._candidate_embeddings = None
+        self.build_seconds = None
 
-  @property
-  def candidate_embeddings(self) -> Optional[np.ndarray]:
-    """The float32 `[n, dim]` candidates given to `index` (kept for recall measurements)."""
-    return self._candidate_embeddings
+    # ------------------------------------------------------------------ properties
+    @property
+    def max_k(self) -> int:
+        """The largest `k` a call may ask for (the constructor's `k`)."""
+        return self._k
 
-  @property
-  def is_built(self) -> bool:
-    return self._identifiers is not None
+    @property
+    def num_candidates(self) -> Optional[int]:
+        """Number of indexed candidates (None before `index`)."""
+        return self._num_candidates
 
-  # ---------------------------------------------------------------- subclass API
-  @abc.abstractmethod
-  def _build(self, candidates: np.ndarray) -> None:
-    """Builds the search structures from validated float32 `[n, dim]` candidates."""
+    @property
+    def dim(self) -> Optional[int]:
+        """Embedding dimension (None before `index`)."""
+        return self._dim
 
-  @abc.abstractmethod
-  def _search(self, queries: tf.Tensor, k) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Searches float32 `[batch, dim]` queries -> `(scores, rows)` `[batch, k]`."""
+    @property
+    def identifiers(self) -> Optional[tf.Variable]:
+        """The `[n]` candidate identifiers (row numbers as int32 when none were given)."""
+        return self._identifiers
 
-  def _index_size_bytes(self) -> int:
-    """Bytes held by the built structures (default: the variables made by `_add_state`)."""
-    return sum(_variable_bytes(v) for v in self._state)
+    @property
+    def candidate_embeddings(self) -> Optional[np.ndarray]:
+        """The float32 `[n, dim]` candidates given to `index` (kept for recall measurements)."""
+        return self._candidate_embeddings
 
-  def _progress(self, message: str) -> None:
-    """Reports a build step (`[towerkit.index] Annoy 12.3s: message`)."""
-    elapsed = time.perf_counter() - self._build_start if self._build_start else 0.0
-    line = f"{type(self).__name__} {elapsed:.1f}s: {message}"
-    _LOG.info(line)
-    if self.verbose:
-      print(f"[towerkit.index] {line}", file=sys.stderr, flush=True)
+    @property
+    def is_built(self) -> bool:
+        return self._identifiers is not None
 
-  def _add_state(self, name: str, value) -> tf.Variable:
-    """Creates a non-trainable variable holding part of the built index (counted in size)."""
-    with tf.init_scope():
-      variable = tf.Variable(value, trainable=False, name=name)
-    self._state.append(variable)
-    return variable
+    # ---------------------------------------------------------------- subclass API
+    @abc.abstractmethod
+    def _build(self, candidates: np.ndarray) -> None:
+        """Builds the search structures from validated float32 `[n, dim]` candidates."""
 
-  # ------------------------------------------------------------------- building
-  def index(self, candidates, identifiers=None) -> "Index":
-    """Builds the index (replacing any previous one).
+    @abc.abstractmethod
+    def _search(self, queries: tf.Tensor, k) -> Tuple[tf.Tensor, tf.Tensor]:
+        """Searches float32 `[batch, dim]` queries -> `(scores, rows)` `[batch, k]`."""
 
-    Args:
-      candidates: float `[n, dim]` candidate embeddings (tensor or array).
-      identifiers: Optional `[n]` unique identifiers (strings/bytes or integers). Defaults
-        to row numbers (int32), like TFRS.
+    def _index_size_bytes(self) -> int:
+        """Bytes held by the built structures (default: the variables made by `_add_state`)."""
+        return sum(_variable_bytes(v) for v in self._state)
 
-    Returns:
-      Self.
+    def _progress(self, message: str) -> None:
+        """Reports a build step (`[towerkit.index] Annoy 12.3s: message`)."""
+        elapsed = time.perf_counter() - self._build_start if self._build_start else 0.0
+        line = f"{type(self).__name__} {elapsed:.1f}s: {message}"
+        _LOG.info(line)
+        if self.verbose:
+            print(f"[towerkit.index] {line}", file=sys.stderr, flush=True)
 
-    Raises:
-      ValueError: empty candidates, wrong rank, NaN/Inf values, `k` larger than the
-        catalogue, identifier count mismatch or duplicate identifiers.
-      TypeError: non-numeric candidates or identifiers of an unsupported dtype.
-    """
-    matrix = _as_candidate_matrix(candidates)
-    n, dim = matrix.shape
-    ids = _as_identifiers(identifiers, n)
-    if self._k > n:
-      raise ValueError(
-          f"k={self._k} is larger than the catalogue ({n} candidates): the index could never "
-          f"return k distinct results. Construct the index with k <= {n}.")
-    self._build_start = start = time.perf_counter()
-    self._progress(f"building over {n} candidates x {dim} dims")
-    self._num_candidates, self._dim = n, dim
-    self._state = []
-    self._candidate_embeddings = matrix
-    self._build(matrix)
-    with tf.init_scope():
-      self._identifiers = tf.Variable(ids, trainable=False, name="identifiers")
-    self.build_seconds = time.perf_counter() - start
-    self._progress(f"built: {self.size_bytes() / 1e6:.1f} MB")
-    self._reset_tf_function_cache()
-    return self
+    def _add_state(self, name: str, value) -> tf.Variable:
+        """Creates a non-trainable variable holding part of the built index (counted in size)."""
+        with tf.init_scope():
+            variable = tf.Variable(value, trainable=False, name=name)
+        self._state.append(variable)
+        return variable
 
-  def index_from_dataset(self, candidates: tf.data.Dataset,
-                         candidate_model: Optional[tf.keras.Model] = None) -> "Index":
-    """Builds the index from a batched dataset.
+    # ------------------------------------------------------------------- building
+    def index(self, candidates, identifiers=None) -> "Index":
+        """Builds the index (replacing any previous one).
 
-    Args:
-      candidates: `tf.data.Dataset` of batched embeddings `[b, dim]`, of
-        `(identifiers [b], embeddings [b, dim])`, or of `(identifiers, features)` when
-        `candidate_model` maps the features to embeddings.
-      candidate_model: Optional Keras model applied to each batch's second element.
+        Args:
+            candidates: float `[n, dim]` candidate embeddings (tensor or array).
+            identifiers: Optional `[n]` unique identifiers (strings/bytes or integers). Defaults
+                to row numbers (int32), like TFRS.
 
-    Returns:
-      Self.
+        Returns:
+            Self.
 
-    Raises:
-      ValueError: if the dataset is not batched or yields the wrong structure.
-    """
-    if not isinstance(candidates, tf.data.Dataset):
-      raise TypeError(f"index_from_dataset expects a tf.data.Dataset; got {type(candidates)}. "
-                      "Use index(embeddings, identifiers) for tensors and arrays.")
-    spec = candidates.element_spec
-    if isinstance(spec, tuple) and len(spec) != 2:
-      raise ValueError("The dataset must yield embeddings or (identifiers, embeddings or "
-                       f"features) pairs; got an element spec of {spec}.")
-    ids, embs = [], []
-    for element in candidates:
-      ident, x = element if isinstance(spec, tuple) else (None, element)
-      if candidate_model is not None:
-        x = candidate_model(x)
-      x = tf.convert_to_tensor(x)
-      if x.shape.rank != 2:
-        raise ValueError(f"Dataset batches must be [batch, dim] embeddings; got shape {x.shape}. "
-                         "Batch the dataset (ds.batch(1024)) or pass candidate_model=.")
-      embs.append(x.numpy())
-      if ident is not None:
-        ids.append(np.asarray(ident.numpy()))
-    if not embs:
-      raise ValueError("The candidate dataset is empty: an index needs at least k candidates.")
-    return self.index(np.concatenate(embs), np.concatenate(ids) if ids else None)
+        Raises:
+            ValueError: empty candidates, wrong rank, NaN/Inf values, `k` larger than the
+                catalogue, identifier count mismatch or duplicate identifiers.
+            TypeError: non-numeric candidates or identifiers of an unsupported dtype.
+        """
+        matrix = _as_candidate_matrix(candidates)
+        n, dim = matrix.shape
+        ids = _as_identifiers(identifiers, n)
+        if self._k > n:
+            raise ValueError(
+                f"k={self._k} is larger than the catalogue ({n} candidates): the index could "
+                f"never return k distinct results. Construct the index with k <= {n}.")
+        self._build_start = start = time.perf_counter()
+        self._progress(f"building over {n} candidates x {dim} dims")
+        self._num_candidates, self._dim = n, dim
+        self._state = []
+        self._candidate_embeddings = matrix
+        self._build(matrix)
+        with tf.init_scope():
+            self._identifiers = tf.Variable(ids, trainable=False, name="identifiers")
+        self.build_seconds = time.perf_counter() - start
+        self._progress(f"built: {self.size_bytes() / 1e6:.1f} MB")
+        self._reset_tf_function_cache()
+        return self
 
-  # ------------------------------------------------------------------- querying
-  def query_embedding(self, queries: Queries) -> tf.Tensor:
-    """Maps queries to float32 `[batch, dim]` or `[batch, num_interests, dim]` embeddings."""
-    self._check_built()
-    x = self.query_model(queries) if self.query_model is not None else queries
-    if isinstance(x, dict):
-      raise TypeError("Queries are a feature dict but the index has no query_model: pass "
-                      "query_model= to the index or give it query embeddings.")
-    x = tf.convert_to_tensor(x)
-    if not (x.dtype.is_floating):
-      raise TypeError(f"Query embeddings must be floating point; got {x.dtype.name}. Pass raw "
-                      "features only to an index built with a query_model.")
-    if x.shape.rank not in (2, 3):
-      raise ValueError(f"Query embeddings must be [batch, dim] or [batch, num_interests, dim]; "
-                       f"got shape {x.shape}.")
-    if x.shape[-1] is not None and x.shape[-1] != self._dim:
-      raise ValueError(f"Query embedding dimension {x.shape[-1]} does not match the indexed "
-                       f"candidates' dimension {self._dim}: use the query tower trained with "
-                       "this candidate tower.")
-    return tf.cast(x, tf.float32)
+    def index_from_dataset(self, candidates: tf.data.Dataset,
+                           candidate_model: Optional[tf.keras.Model] = None) -> "Index":
+        """Builds the index from a batched dataset.
 
-  def call(self, queries: Queries, k=None) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Retrieves the top `k` candidates.
+        Args:
+            candidates: `tf.data.Dataset` of batched embeddings `[b, dim]`, of
+                `(identifiers [b], embeddings [b, dim])`, or of `(identifiers, features)` when
+                `candidate_model` maps the features to embeddings.
+            candidate_model: Optional Keras model applied to each batch's second element.
 
-    Args:
-      queries: raw query features (with a query model) or embeddings `[batch, dim]` /
-        `[batch, num_interests, dim]`.
-      k: Optional int (or int32 scalar tensor) `<= max_k`; defaults to `max_k`.
+        Returns:
+            Self.
 
-    Returns:
-      `(scores [batch, k] float32, identifiers [batch, k])`.
-    """
-    k = self._resolve_k(k)
-    scores, rows = self._search_rows(self.query_embedding(queries), k)
-    return scores, self._gather_ids(rows)
+        Raises:
+            ValueError: if the dataset is not batched or yields the wrong structure.
+        """
+        if not isinstance(candidates, tf.data.Dataset):
+            raise TypeError(
+                f"index_from_dataset expects a tf.data.Dataset; got {type(candidates)}. "
+                "Use index(embeddings, identifiers) for tensors and arrays.")
+        spec = candidates.element_spec
+        if isinstance(spec, tuple) and len(spec) != 2:
+            raise ValueError("The dataset must yield embeddings or (identifiers, embeddings or "
+                             f"features) pairs; got an element spec of {spec}.")
+        ids, embs = [], []
+        for element in candidates:
+            ident, x = element if isinstance(spec, tuple) else (None, element)
+            if candidate_model is not None:
+                x = candidate_model(x)
+            x = tf.convert_to_tensor(x)
+            if x.shape.rank != 2:
+                raise ValueError(
+                    f"Dataset batches must be [batch, dim] embeddings; got shape {x.shape}. "
+                    "Batch the dataset (ds.batch(1024)) or pass candidate_model=.")
+            embs.append(x.numpy())
+            if ident is not None:
+                ids.append(np.asarray(ident.numpy()))
+        if not embs:
+            raise ValueError(
+                "The candidate dataset is empty: an index needs at least k candidates.")
+        return self.index(np.concatenate(embs), np.concatenate(ids) if ids else None)
 
-  def query_with_exclusions(self, queries: Queries, exclusions, k=None):
-    """Retrieves the top `k` candidates, skipping `exclusions` (e.g. already-seen items).
+    # ------------------------------------------------------------------- querying
+    def query_embedding(self, queries: Queries) -> tf.Tensor:
+        """Maps queries to float32 `[batch, dim]` or `[batch, num_interests, dim]` embeddings."""
+        self._check_built()
+        x = self.query_model(queries) if self.query_model is not None else queries
+        if isinstance(x, dict):
+            raise TypeError("Queries are a feature dict but the index has no query_model: pass "
+                            "query_model= to the index or give it query embeddings.")
+        x = tf.convert_to_tensor(x)
+        if not (x.dtype.is_floating):
+            raise TypeError(f"Query embeddings must be floating point; got {x.dtype.name}. Pass "
+                            "raw features only to an index built with a query_model.")
+        if x.shape.rank not in (2, 3):
+            raise ValueError("Query embeddings must be [batch, dim] or [batch, num_interests, "
+                             f"dim]; got shape {x.shape}.")
+        if x.shape[-1] is not None and x.shape[-1] != self._dim:
+            raise ValueError(f"Query embedding dimension {x.shape[-1]} does not match the indexed "
+                             f"candidates' dimension {self._dim}: use the query tower trained with "
+                             "this candidate tower.")
+        return tf.cast(x, tf.float32)
 
-    Args:
-      queries: as in `call`.
-      exclusions: `[batch, num_excluded]` identifiers (same kind as the index's ids).
-      k: Optional int `<= max_k`.
+    def call(self, queries: Queries, k=None) -> Tuple[tf.Tensor, tf.Tensor]:
+        """Retrieves the top `k` candidates.
 
-    Returns:
-      `(scores [batch, k], identifiers [batch, k])`. If fewer than `k` candidates remain, the
-      tail holds score `-inf`.
-    """
-    k = self._resolve_k(k)
-    exclusions = tf.convert_to_tensor(exclusions)
-    id_dtype = self._identifiers.dtype
-    if (exclusions.dtype == tf.string) != (id_dtype == tf.string):
-      raise TypeError(f"Exclusions are {exclusions.dtype.name} but the index identifiers are "
-                      f"{id_dtype.name}: pass exclusions of the same kind as the identifiers.")
-    if exclusions.shape.rank != 2:
-      raise ValueError(f"exclusions must be [batch, num_excluded]; got shape {exclusions.shape}.")
-    exclusions = tf.cast(exclusions, id_dtype)
-    num_excluded = exclusions.shape[1]
-    if num_excluded is None:
-      num_excluded = tf.shape(exclusions)[1]
-    if isinstance(k, int) and isinstance(num_excluded, int):
-      wide_k = min(k + num_excluded, self._num_candidates)
-    else:
-      wide_k = tf.minimum(k + num_excluded, self._num_candidates)
-    scores, rows = self._search_rows(self.query_embedding(queries), wide_k)
-    ids = self._gather_ids(rows)
-    excluded = tf.reduce_any(tf.equal(ids[:, :, None], exclusions[:, None, :]), axis=-1)
-    scores = tf.where(excluded, tf.fill(tf.shape(scores), float("-inf")), scores)
-    scores, top = tf.math.top_k(scores, k=k)
-    return scores, tf.gather(ids, top, batch_dims=1)
+        Args:
+            queries: raw query features (with a query model) or embeddings `[batch, dim]` /
+                `[batch, num_interests, dim]`.
+            k: Optional int (or int32 scalar tensor) `<= max_k`; defaults to `max_k`.
 
-  # -------------------------------------------------------------------- helpers
-  def size_bytes(self) -> int:
-    """Bytes of the built index (search structures plus identifiers; not the query model)."""
-    self._check_built()
-    return int(self._index_size_bytes() + _variable_bytes(self._identifiers))
+        Returns:
+            `(scores [batch, k] float32, identifiers [batch, k])`.
+        """
+        k = self._resolve_k(k)
+        scores, rows = self._search_rows(self.query_embedding(queries), k)
+        return scores, self._gather_ids(rows)
 
-  def _check_built(self) -> None:
-    if self._identifiers is None:
-      raise ValueError(f"The {type(self).__name__} index is empty: call index(candidates, "
-                       "identifiers) or index_from_dataset(ds) before querying or saving it.")
+    def query_with_exclusions(self, queries: Queries, exclusions, k=None):
+        """Retrieves the top `k` candidates, skipping `exclusions` (e.g. already-seen items).
 
-  def _gather_ids(self, rows: tf.Tensor) -> tf.Tensor:
-    """Identifiers of candidate rows; row -1 (nothing found) maps to b"" or -1."""
-    ids = tf.gather(self._identifiers, tf.maximum(rows, 0))
-    missing = tf.fill(tf.shape(ids), b"" if ids.dtype == tf.string else -1)
-    return tf.where(rows < 0, tf.cast(missing, ids.dtype), ids)
+        Args:
+            queries: as in `call`.
+            exclusions: `[batch, num_excluded]` identifiers (same kind as the index's ids).
+            k: Optional int `<= max_k`.
 
-  def _resolve_k(self, k):
-    if k is None:
-      return self._k
-    if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
-      if not 1 <= k <= self._k:
-        raise ValueError(f"k={int(k)} is outside [1, max_k={self._k}]: build the index with a "
-                         "larger k (the constructor's k is the maximum).")
-      return int(k)
-    k = tf.convert_to_tensor(k, tf.int32)
-    with tf.control_dependencies([
-        tf.debugging.assert_less_equal(k, self._k, message=f"k exceeds max_k={self._k}"),
-        tf.debugging.assert_positive(k, message="k must be >= 1")]):
-      return tf.identity(k)
+        Returns:
+            `(scores [batch, k], identifiers [batch, k])`. If fewer than `k` candidates remain, the
+            tail holds score `-inf`.
+        """
+        k = self._resolve_k(k)
+        exclusions = tf.convert_to_tensor(exclusions)
+        id_dtype = self._identifiers.dtype
+        if (exclusions.dtype == tf.string) != (id_dtype == tf.string):
+            raise TypeError(f"Exclusions are {exclusions.dtype.name} but the index identifiers "
+                            f"are {id_dtype.name}: pass exclusions of the same kind as the "
+                            "identifiers.")
+        if exclusions.shape.rank != 2:
+            raise ValueError(
+                f"exclusions must be [batch, num_excluded]; got shape {exclusions.shape}.")
+        exclusions = tf.cast(exclusions, id_dtype)
+        num_excluded = exclusions.shape[1]
+        if num_excluded is None:
+            num_excluded = tf.shape(exclusions)[1]
+        if isinstance(k, int) and isinstance(num_excluded, int):
+            wide_k = min(k + num_excluded, self._num_candidates)
+        else:
+            wide_k = tf.minimum(k + num_excluded, self._num_candidates)
+        scores, rows = self._search_rows(self.query_embedding(queries), wide_k)
+        ids = self._gather_ids(rows)
+        excluded = tf.reduce_any(tf.equal(ids[:, :, None], exclusions[:, None, :]), axis=-1)
+        scores = tf.where(excluded, tf.fill(tf.shape(scores), float("-inf")), scores)
+        scores, top = tf.math.top_k(scores, k=k)
+        return scores, tf.gather(ids, top, batch_dims=1)
 
-  def _search_rows(self, embeddings: tf.Tensor, k) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Searches `[batch, dim]` or `[batch, interests, dim]` embeddings -> rows."""
-    if embeddings.shape.rank == 2:
-      scores, rows = self._search(embeddings, k)
-      return scores, tf.cast(rows, tf.int32)
-    batch, interests = tf.shape(embeddings)[0], tf.shape(embeddings)[1]
-    flat = tf.reshape(embeddings, [-1, self._dim])
-    scores, rows = self._search(flat, k)
-    scores = tf.reshape(scores, [batch, interests * tf.shape(scores)[1]])
-    rows = tf.reshape(tf.cast(rows, tf.int32), tf.shape(scores))
-    return unique_top_k(scores, rows, k)
+    # -------------------------------------------------------------------- helpers
+    def size_bytes(self) -> int:
+        """Bytes of the built index (search structures plus identifiers; not the query model)."""
+        self._check_built()
+        return int(self._index_size_bytes() + _variable_bytes(self._identifiers))
+
+    def _check_built(self) -> None:
+        if self._identifiers is None:
+            raise ValueError(f"The {type(self).__name__} index is empty: call index(candidates, "
+                             "identifiers) or index_from_dataset(ds) before querying or saving it.")
+
+    def _gather_ids(self, rows: tf.Tensor) -> tf.Tensor:
+        """Identifiers of candidate rows; row -1 (nothing found) maps to b"" or -1."""
+        ids = tf.gather(self._identifiers, tf.maximum(rows, 0))
+        missing = tf.fill(tf.shape(ids), b"" if ids.dtype == tf.string else -1)
+        return tf.where(rows < 0, tf.cast(missing, ids.dtype), ids)
+
+    def _resolve_k(self, k):
+        if k is None:
+            return self._k
+        if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            if not 1 <= k <= self._k:
+                raise ValueError(f"k={int(k)} is outside [1, max_k={self._k}]: build the index "
+                                 "with a larger k (the constructor's k is the maximum).")
+            return int(k)
+        k = tf.convert_to_tensor(k, tf.int32)
+        with tf.control_dependencies([
+            tf.debugging.assert_less_equal(k, self._k, message=f"k exceeds max_k={self._k}"),
+            tf.debugging.assert_positive(k, message="k must be >= 1")]):
+            return tf.identity(k)
+
+    def _search_rows(self, embeddings: tf.Tensor, k) -> Tuple[tf.Tensor, tf.Tensor]:
+        """Searches `[batch, dim]` or `[batch, interests, dim]` embeddings -> rows."""
+        if embeddings.shape.rank == 2:
+            scores, rows = self._search(embeddings, k)
+            return scores, tf.cast(rows, tf.int32)
+        batch, interests = tf.shape(embeddings)[0], tf.shape(embeddings)[1]
+        flat = tf.reshape(embeddings, [-1, self._dim])
+        scores, rows = self._search(flat, k)
+        scores = tf.reshape(scores, [batch, interests * tf.shape(scores)[1]])
+        rows = tf.reshape(tf.cast(rows, tf.int32), tf.shape(scores))
+        return unique_top_k(scores, rows, k)
 
 
 def _variable_bytes(v) -> int:
-  if v.dtype == tf.string:
-    return int(sum(len(s) for s in np.ravel(v.numpy())))
-  return int(np.prod(v.shape)) * v.dtype.size
+    if v.dtype == tf.string:
+        return int(sum(len(s) for s in np.ravel(v.numpy())))
+    return int(np.prod(v.shape)) * v.dtype.size
 
 
 def _as_candidate_matrix(candidates) -> np.ndarray:
-  if isinstance(candidates, (tf.Tensor, tf.Variable)):
-    candidates = candidates.numpy()
-  array = np.asarray(candidates)
-  if array.dtype == object or not (np.issubdtype(array.dtype, np.floating)
-                                   or np.issubdtype(array.dtype, np.integer)):
-    raise TypeError(f"Candidate embeddings must be numeric; got dtype {array.dtype}.")
-  if array.ndim != 2:
-    raise ValueError(f"Candidate embeddings must be a [num_candidates, dim] matrix; got shape "
-                     f"{array.shape}.")
-  if array.shape[0] == 0 or array.shape[1] == 0:
-    raise ValueError(f"The candidate set is empty (shape {array.shape}): index at least k "
-                     "candidates with dim >= 1.")
-  array = np.ascontiguousarray(array, dtype=np.float32)
-  bad = ~np.isfinite(array)
-  if bad.any():
-    row = int(np.argwhere(bad)[0][0])
-    raise ValueError(f"Candidate embeddings contain NaN or Inf ({int(bad.any(axis=1).sum())} "
-                     f"rows, first row {row}): fix the candidate tower or drop those rows.")
-  return array
+    if isinstance(candidates, (tf.Tensor, tf.Variable)):
+        candidates = candidates.numpy()
+    array = np.asarray(candidates)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating)
+                                     or np.issubdtype(array.dtype, np.integer)):
+        raise TypeError(f"Candidate embeddings must be numeric; got dtype {array.dtype}.")
+    if array.ndim != 2:
+        raise ValueError(f"Candidate embeddings must be a [num_candidates, dim] matrix; got shape "
+                         f"{array.shape}.")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"The candidate set is empty (shape {array.shape}): index at least k "
+                         "candidates with dim >= 1.")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"Candidate embeddings contain NaN or Inf ({int(bad.any(axis=1).sum())} "
+                         f"rows, first row {row}): fix the candidate tower or drop those rows.")
+    return array
 
 
 def _as_identifiers(identifiers, n: int) -> np.ndarray:
-  if identifiers is None:
-    return np.arange(n, dtype=np.int32)
-  if isinstance(identifiers, (tf.Tensor, tf.Variable)):
-    identifiers = identifiers.numpy()
-  ids = np.asarray(identifiers)
-  if ids.ndim != 1:
-    raise ValueError(f"Identifiers must be a [num_candidates] vector; got shape {ids.shape}.")
-  if ids.shape[0] != n:
-    raise ValueError(f"Got {ids.shape[0]} identifiers for {n} candidates: pass one identifier "
-                     "per candidate row.")
-  if ids.dtype.kind in "US" or ids.dtype == object:
-    try:
-      ids = np.array([i.encode() if isinstance(i, str) else bytes(i) for i in ids], dtype=object)
-    except TypeError as e:
-      raise TypeError("Identifiers must all be strings/bytes or all be integers.") from e
-  elif ids.dtype.kind in "iu":
-    ids = ids.astype(np.int32 if ids.dtype == np.int32 else np.int64)
-  else:
-    raise TypeError(f"Identifiers must be strings/bytes or integers; got dtype {ids.dtype}.")
-  unique, counts = np.unique(ids, return_counts=True)
-  if len(unique) != n:
-    dups = unique[counts > 1][:5]
-    raise ValueError(f"Candidate identifiers must be unique; {n - len(unique)} duplicates, e.g. "
-                     f"{list(dups)}. Deduplicate the candidate table before indexing.")
-  return ids
+    if identifiers is None:
+        return np.arange(n, dtype=np.int32)
+    if isinstance(identifiers, (tf.Tensor, tf.Variable)):
+        identifiers = identifiers.numpy()
+    ids = np.asarray(identifiers)
+    if ids.ndim != 1:
+        raise ValueError(f"Identifiers must be a [num_candidates] vector; got shape {ids.shape}.")
+    if ids.shape[0] != n:
+        raise ValueError(f"Got {ids.shape[0]} identifiers for {n} candidates: pass one identifier "
+                         "per candidate row.")
+    if ids.dtype.kind in "US" or ids.dtype == object:
+        try:
+            ids = np.array([i.encode() if isinstance(i, str) else bytes(i) for i in ids],
+                           dtype=object)
+        except TypeError as e:
+            raise TypeError("Identifiers must all be strings/bytes or all be integers.") from e
+    elif ids.dtype.kind in "iu":
+        ids = ids.astype(np.int32 if ids.dtype == np.int32 else np.int64)
+    else:
+        raise TypeError(f"Identifiers must be strings/bytes or integers; got dtype {ids.dtype}.")
+    unique, counts = np.unique(ids, return_counts=True)
+    if len(unique) != n:
+        dups = unique[counts > 1][:5]
+        raise ValueError(f"Candidate identifiers must be unique; {n - len(unique)} duplicates, "
+                         f"e.g. {list(dups)}. Deduplicate the candidate table before indexing.")
+    return ids
