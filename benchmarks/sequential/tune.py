@@ -22,7 +22,7 @@ def main(argv) -> None:
     seed = int(params.pop("seed", 0))
     recipe = get_recipe(name)()
     config = {"dataset": "movielens/100k-ratings", "params": params}
-    full = recipe._params(config)
+    full = recipe.resolve_params(config)
     protocol = sequential.load_protocol(config)
     tf.keras.utils.set_random_seed(seed)
     model = recipe.build_model(full, protocol)
@@ -32,7 +32,7 @@ def main(argv) -> None:
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         loss = model.fit(data, epochs=1, verbose=0).history["loss"][-1]
-        valid = sequential._metrics(protocol, "valid", recipe._topn(model, protocol, "valid"))
+        valid = sequential._metrics(protocol, "valid", recipe.top_n(model, protocol, "valid"))
         print(f"{name} {json.dumps(params)} epoch {epoch} loss {loss:.3f} "
               f"valid recall@50 {valid['recall@50']:.4f} recall@20 {valid['recall@20']:.4f} "
               f"({time.perf_counter() - start:.0f}s)", flush=True)

@@ -71,7 +71,7 @@ def test_index_inputs_serving_query_model(run_dir, protocol):
     assert isinstance(inputs, IndexInputs)
     assert inputs.candidate_embeddings.shape == (1349, 64)
     assert inputs.query_signature["history"].dtype == tf.string
-    _, _, model = recipe._restore(run_dir)
+    _, _, model = recipe.restore(run_dir)
     test = protocol.split("test")
     # Raw string histories give the same embeddings as the integer features.
     got = inputs.query_model({k: tf.constant(v) for k, v in inputs.sample_queries.items()})
@@ -97,7 +97,7 @@ def test_index_inputs_serving_query_model(run_dir, protocol):
 
 def test_gru_recipe_builds_and_its_loss_is_finite(protocol):
     recipe = GRURecipe()
-    params = recipe._params({"params": {"embedding_dim": 8}})
+    params = recipe.resolve_params({"params": {"embedding_dim": 8}})
     model = recipe.build_model(params, protocol)
     batch = next(iter(protocol.train_dataset(64, seed=0)))
     loss = float(model.compute_loss(batch))
@@ -112,7 +112,7 @@ def test_every_loss_trains(protocol, loss):
 
     tf.keras.utils.set_random_seed(0)
     recipe = YouTubeDNNRecipe()
-    model = recipe.build_model(recipe._params({"params": {
+    model = recipe.build_model(recipe.resolve_params({"params": {
         "embedding_dim": 8, "loss": loss, "num_negatives": 200}}), protocol)
     model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
     batch = next(iter(protocol.train_dataset(128, seed=0)))
@@ -126,7 +126,7 @@ def test_every_loss_trains(protocol, loss):
 def test_sequential_recipe_is_reusable_and_validates():
     assert issubclass(GRURecipe, SequentialRecipe)
     with pytest.raises(ValueError, match="loss must be one of"):
-        GRURecipe._params({"params": {"loss": "bpr"}})
+        GRURecipe.resolve_params({"params": {"loss": "bpr"}})
     with pytest.raises(ValueError, match="not a towerkit run"):
         load_run("/nonexistent/run")
 
@@ -158,7 +158,7 @@ def test_serving_query_model_maps_raw_user_features_and_genres(protocol):
     from towerkit.recipes.sequential import ServingQueryModel, YouTubeDNNRecipe
 
     recipe = YouTubeDNNRecipe()
-    model = recipe.build_model(recipe._params({"params": {"embedding_dim": 8,
+    model = recipe.build_model(recipe.resolve_params({"params": {"embedding_dim": 8,
                                                           "user_features": True,
                                                           "genres": True}}), protocol)
     vocabularies = dict(protocol.sequences.user_feature_vocabularies)

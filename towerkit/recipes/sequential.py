@@ -4,11 +4,25 @@ Data: `towerkit.data.sequential_protocol.SequentialProtocol` (per-user histories
 split 80/10/10, "history before k -> item k" training examples). Every recipe retrieves over
 the whole catalogue and is scored with Recall/HR/NDCG@20/50 (`towerkit.evaluation`).
 
-`SequentialRecipe` is the reusable base: a subclass names itself and builds its query tower
-from the item embedding table (`build_query_tower`); training (in-batch softmax with logQ,
+`SequentialRecipe` is the reusable base: a subclass sets `name`, adds its flags in
+`add_tower_arguments` and builds its query tower from the item embedding table in
+`build_query_tower(params, protocol, item_embedding)`; training (in-batch softmax with logQ,
 sampled softmax with logQ, or the full softmax over the catalogue), evaluation, the top-N dump
-and `index_inputs` come from the base. Multi-interest towers returning
-`[batch, num_interests, dim]` work unchanged (items are scored by their best interest).
+and `index_inputs` come from the base (override `build_model` to change the training model).
+Multi-interest towers returning `[batch, num_interests, dim]` work unchanged: in training the
+interest closest to the target scores it, in retrieval items are scored by their best interest.
+Helpers for benchmarks: `resolve_params(config)`, `restore(run_dir)`, `top_n(model, protocol,
+split)`, `load_protocol(config)`.
+
+Example:
+```python
+@register_recipe
+class MyRecipe(SequentialRecipe):
+    name = "my_tower"
+
+    def build_query_tower(self, params, protocol, item_embedding):
+        return MyTower(item_embedding, output_dim=params["embedding_dim"])
+```
 
 Serving inputs (`index_inputs().query_signature`): `history`, tf.string `[batch, max_history]`
 raw TFDS movie ids, oldest first, padded with `""`; `history_length`, tf.int32 `[batch]`, the
@@ -177,8 +191,7 @@ class SequentialRecipe(Recipe):
     `--separate-candidate-embeddings`. Subclasses add theirs in `add_tower_arguments`.
     """
 
-    default_epochs = 20
-    uses_user_features: bool = False
+    default_epochs = 10
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -210,7 +223,8 @@ class SequentialRecipe(Recipe):
 
     # ---- model -----------------------------------------------------------------------------
     @staticmethod
-    def _params(config: dict) -> dict:
+    def resolve_params(config: dict) -> dict:
+        """`config["params"]` completed with the defaults of the common flags."""
         params = {"embedding_dim": 64, "max_history": 20, "batch_size": 256,
                   "learning_rate": 1e-3, "loss": "full", "num_negatives": 500,
                   "temperature": 1.0, "l2_normalize": False,
@@ -255,18 +269,19 @@ class SequentialRecipe(Recipe):
         return tf.train.Checkpoint(query_tower=model.query_tower,
                                    candidate_embedding=model.candidate_embedding)
 
-    def _query_embeddings(self, model, protocol, split: str) -> np.ndarray:
+    def query_embeddings(self, model, protocol, split: str) -> np.ndarray:
         out = [model.query(batch).numpy() for batch in protocol.query_dataset(split)]
         return np.concatenate(out)
 
-    def _topn(self, model, protocol, split: str) -> np.ndarray:
-        return top_n_items(self._query_embeddings(model, protocol, split),
+    def top_n(self, model, protocol, split: str) -> np.ndarray:
+        """`[users, TOP_N]` item indices retrieved for the users of `split`, best first."""
+        return top_n_items(self.query_embeddings(model, protocol, split),
                            model.candidates().numpy(), TOP_N)
 
     # ---- Recipe contract -------------------------------------------------------------------
     def train(self, config: dict, run_dir: pathlib.Path) -> dict:
         run_dir = pathlib.Path(run_dir)
-        params = self._params(config)
+        params = self.resolve_params(config)
         protocol = load_protocol(config)
         tf.keras.utils.set_random_seed(int(config["seed"]))
         model = self.build_model(params, protocol)
@@ -283,17 +298,18 @@ class SequentialRecipe(Recipe):
                          if protocol.sequences.item_titles is not None else
                          protocol.item_ids[1:].astype(bytes)))
         metrics = {f"valid_{k}": v for k, v in
-                   _metrics(protocol, "valid", self._topn(model, protocol, "valid")).items()}
+                   _metrics(protocol, "valid", self.top_n(model, protocol, "valid")).items()}
         metrics["train_seconds"] = train_seconds
         metrics["final_loss"] = float(history.history["loss"][-1])
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return metrics
 
-    def _restore(self, run_dir) -> tuple:
+    def restore(self, run_dir) -> tuple:
+        """`(config, protocol, model)` of a trained run, weights restored."""
         from towerkit.recipes.base import load_run
 
         _, config = load_run(run_dir)
-        params = self._params(config)
+        params = self.resolve_params(config)
         protocol = load_protocol(config)
         model = self.build_model(params, protocol)
         path = tf.train.latest_checkpoint(str(pathlib.Path(run_dir) / "weights")) or str(
@@ -308,14 +324,14 @@ class SequentialRecipe(Recipe):
     def evaluate(self, run_dir, split: str = "test", dump_topn: Optional[str] = None) -> dict:
         if split not in ("valid", "test"):
             raise ValueError(f"split must be 'valid' or 'test' (held-out users), got {split!r}.")
-        _, protocol, model = self._restore(run_dir)
-        topn = self._topn(model, protocol, split)
+        _, protocol, model = self.restore(run_dir)
+        topn = self.top_n(model, protocol, split)
         if dump_topn:
             _dump(dump_topn, protocol, split, topn)
         return _metrics(protocol, split, topn)
 
     def index_inputs(self, run_dir) -> IndexInputs:
-        config, protocol, model = self._restore(run_dir)
+        config, protocol, model = self.restore(run_dir)
         length = protocol.max_history
         used = [n for n in protocol.sequences.user_features
                 if n in getattr(model.query_tower, "side_embeddings", {})]
@@ -378,11 +394,14 @@ class GRURecipe(SequentialRecipe):
     """`gru`: the TFRS sequential-retrieval tutorial's GRU over the history."""
 
     name = "gru"
+    default_epochs = 6
 
     @classmethod
     def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--no-unroll", dest="unroll", action="store_false",
                             help="keep the GRU loop rolled (unrolled is faster on CPU)")
+        # Chosen on the valid users (benchmarks/sequential/RESULTS.md).
+        parser.set_defaults(batch_size=1024, learning_rate=3e-3)
 
     def build_query_tower(self, params, protocol, item_embedding):
         return GRUTower(item_embedding, units=int(params["embedding_dim"]),
