@@ -101,26 +101,35 @@ def search(layout, queries, k, leaves_to_search, reorder) -> tuple[tf.Tensor, tf
     return scores, tf.where(positions >= 0, rows, tf.constant(-1, tf.int64))
 
 
+def _search_one(t, query, leaf_scores, leaves, k, reorder):
+    """One query `[dim]`: gather the probed leaves' int8 codes, score, exact reorder -> `[k]`."""
+    starts = tf.gather(t["offsets"], leaves)
+    lengths = tf.gather(t["offsets"], leaves + 1) - starts
+    positions = tf.ragged.range(starts, starts + lengths).flat_values  # [m]
+    codes = tf.cast(tf.gather(t["codes"], positions), tf.float32)
+    cheap = tf.linalg.matvec(codes, query) * tf.gather(t["scales"], positions)
+    cheap += tf.repeat(leaf_scores, lengths)
+    _, best = tf.math.top_k(cheap, tf.minimum(reorder, tf.size(cheap)))
+    candidates = tf.gather(positions, best)
+    exact = tf.linalg.matvec(tf.gather(t["vectors"], candidates), query)
+    scores, top = _top_k_padded(exact[tf.newaxis], candidates[tf.newaxis], k)
+    return scores[0], top[0]
+
+
 def _search_each(t, queries, leaf_scores, leaves, k, reorder):
-    """Gather + int8 scoring + exact reorder, one query at a time."""
+    """The one-query path for each query of a small batch (no loop for a single query)."""
 
-    def one(args):
-        query, query_leaf_scores, query_leaves = args
-        starts = tf.gather(t["offsets"], query_leaves)
-        lengths = tf.gather(t["offsets"], query_leaves + 1) - starts
-        positions = tf.ragged.range(starts, starts + lengths).flat_values  # [m]
-        codes = tf.cast(tf.gather(t["codes"], positions), tf.float32)
-        cheap = tf.linalg.matvec(codes, query) * tf.gather(t["scales"], positions)
-        cheap += tf.repeat(query_leaf_scores, lengths)
-        _, best = tf.math.top_k(cheap, tf.minimum(reorder, tf.size(cheap)))
-        candidates = tf.gather(positions, best)
-        exact = tf.linalg.matvec(tf.gather(t["vectors"], candidates), query)
-        scores, top = _top_k_padded(exact[tf.newaxis], candidates[tf.newaxis], k)
-        return scores[0], top[0]
+    def each():
+        return tf.map_fn(lambda args: _search_one(t, *args, k, reorder),
+                         (queries, leaf_scores, leaves),
+                         fn_output_signature=(tf.TensorSpec([None], tf.float32),
+                                              tf.TensorSpec([None], tf.int64)))
 
-    return tf.map_fn(one, (queries, leaf_scores, leaves),
-                     fn_output_signature=(tf.TensorSpec([None], tf.float32),
-                                          tf.TensorSpec([None], tf.int64)))
+    def single():
+        scores, positions = _search_one(t, queries[0], leaf_scores[0], leaves[0], k, reorder)
+        return scores[tf.newaxis], positions[tf.newaxis]
+
+    return tf.cond(tf.shape(queries)[0] == 1, single, each)
 
 
 def _search_grouped(t, queries, leaves, k):

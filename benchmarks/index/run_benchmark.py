@@ -1,0 +1,261 @@
+"""Index benchmark: recall@10 vs queries/s, one search thread, batch 1 and 256, side by side.
+
+Data: `clustered_data.clustered_dataset` (mixture of 1,000 Gaussians, varied norms, MIPS), exact
+top-10 as truth. Methods: TFRS BruteForce and towerkit BruteForce (in process, tf.function),
+native ScaNN (tree + AH + reorder), the Annoy library and towerkit's Annoy SavedModel, and
+towerkit's PortableIndex SavedModel built on the native ScaNN searcher's own partition. SavedModels
+are timed by `measure_saved_model.py` in a clean process (TensorFlow only).
+
+  python benchmarks/index/run_benchmark.py --sizes 100000 1000000 --workdir /tmp/tk_index_bench
+
+Writes `results_<n>.json` and `recall_qps.png` next to this file (or `--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+
+import towerkit  # noqa: E402,F401  (legacy Keras before TensorFlow)
+import tensorflow as tf  # noqa: E402
+
+tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
+
+import scann  # noqa: E402
+import tensorflow_recommenders as tfrs  # noqa: E402
+
+from clustered_data import clustered_dataset, exact_top_k, recall_at_k  # noqa: E402
+from towerkit.index import Annoy, BruteForce, PortableIndex, save_index  # noqa: E402
+
+K = 10
+
+
+def log(*args):
+    print(time.strftime("%H:%M:%S"), *args, flush=True)
+
+
+def dir_bytes(path) -> int:
+    path = pathlib.Path(path)
+    return path.stat().st_size if path.is_file() else sum(
+        f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def timed(search, queries, truth, batch, budget_s, max_queries):
+    """Runs `search(batch_queries) -> rows` until `max_queries` or `budget_s`; (recall, qps, n)."""
+    search(queries[:batch])
+    found, done = [], 0
+    start = time.perf_counter()
+    while done < min(max_queries, len(queries)):
+        rows = [list(r)[:K] for r in search(queries[done:done + batch])]
+        found.append(np.array([r + [-1] * (K - len(r)) for r in rows], np.int64))
+        done += len(found[-1])
+        if time.perf_counter() - start > budget_s:
+            break
+    seconds = time.perf_counter() - start
+    return recall_at_k(np.concatenate(found), truth[:done]), done / seconds, done
+
+
+def clean_process(model, queries_path, truth_path, settings, args, batches=(1, 256)):
+    cmd = [sys.executable, str(HERE / "measure_saved_model.py"), str(model), str(queries_path),
+           str(truth_path), json.dumps(settings), "--budget-s", str(args.budget_s),
+           "--max-queries", str(args.max_queries), "--batches", *map(str, batches)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])["rows"]
+
+
+def run_size(n: int, args) -> dict:
+    work = pathlib.Path(args.workdir) / str(n)
+    work.mkdir(parents=True, exist_ok=True)
+    num_eval, num_tune = args.num_queries, args.num_tuning_queries
+    log(f"n={n}: data")
+    candidates, all_queries = clustered_dataset(n, num_eval + num_tune, seed=0)
+    queries, tuning = all_queries[:num_eval], all_queries[num_eval:]
+    truth_path = work / "truth.npy"
+    if truth_path.exists():
+        truth = np.load(truth_path)
+    else:
+        truth = exact_top_k(queries, candidates, K)
+        np.save(truth_path, truth)
+    np.save(work / "queries.npy", queries)
+    result = {"n": n, "dim": candidates.shape[1], "k": K, "num_queries": num_eval,
+              "methods": {}}
+    methods = result["methods"]
+
+    def add(method, setting, batch, recall, qps, done):
+        methods.setdefault(method, {"points": []})["points"].append(
+            {"setting": setting, "batch": batch, "recall": recall, "qps": qps, "queries": done})
+        log(f"  {method} {setting} b={batch}: recall={recall:.3f} qps={qps:.1f} ({done} q)")
+
+    # ---------------------------------------------------------------- brute force (in process)
+    for name, layer in (("tfrs_brute_force", tfrs.layers.factorized_top_k.BruteForce(k=K)),
+                        ("towerkit_brute_force", BruteForce(k=K))):
+        start = time.perf_counter()
+        layer.index(candidates)
+        build = time.perf_counter() - start
+        fn = tf.function(lambda q, layer=layer: layer(q, k=K)[1],
+                         input_signature=[tf.TensorSpec([None, candidates.shape[1]])])
+        for batch in (1, 256):
+            add(name, {}, batch, *timed(lambda q: fn(q).numpy(), queries, truth, batch,
+                                        args.budget_s, args.max_queries))
+        methods[name].update(build_s=build, size_bytes=candidates.nbytes)
+        del layer, fn
+
+    # ------------------------------------------------------------------------ native ScaNN
+    num_leaves = args.num_leaves or int(2 * math.sqrt(n))
+    log(f"n={n}: ScaNN build, {num_leaves} leaves")
+    start = time.perf_counter()
+    searcher = (scann.scann_ops_pybind.builder(candidates, K, "dot_product")
+                .tree(num_leaves=num_leaves, num_leaves_to_search=num_leaves // 10,
+                      training_sample_size=min(n, 250_000), min_partition_size=1)
+                .score_ah(2, anisotropic_quantization_threshold=0.2)
+                .reorder(1000).build())
+    scann_build = time.perf_counter() - start
+    searcher.set_num_threads(1)
+    scann_dir = work / "scann"
+    shutil.rmtree(scann_dir, ignore_errors=True)
+    scann_dir.mkdir()
+    searcher.serialize(str(scann_dir))
+    methods["native_scann"] = {"points": [], "build_s": scann_build,
+                               "size_bytes": dir_bytes(scann_dir), "num_leaves": num_leaves}
+    fractions = [0.02, 0.04, 0.08, 0.16, 0.32]
+    for frac in fractions:
+        leaves = max(1, int(round(frac * num_leaves)))
+        for reorder in (100, 1000):
+            setting = {"leaves_to_search": leaves, "reorder": reorder}
+            one = lambda q, l=leaves, r=reorder: [searcher.search(
+                q[0], final_num_neighbors=K, pre_reorder_num_neighbors=r, leaves_to_search=l)[0]]
+            many = lambda q, l=leaves, r=reorder: searcher.search_batched(
+                q, final_num_neighbors=K, pre_reorder_num_neighbors=r, leaves_to_search=l)[0]
+            add("native_scann", setting, 1, *timed(one, queries, truth, 1, args.budget_s,
+                                                   args.max_queries))
+            add("native_scann", setting, 256, *timed(many, queries, truth, 256, args.budget_s,
+                                                     args.max_queries))
+
+    # ---------------------------------------------------------- portable (ScaNN's own partition)
+    log(f"n={n}: PortableIndex build")
+    start = time.perf_counter()
+    portable = PortableIndex(k=K, scann_artifacts_dir=scann_dir).index(candidates)
+    portable_build = time.perf_counter() - start
+    tune = portable.tune(tuning, target_recall=0.95, k=K)
+    log(f"  tuned: {tune['setting']} recall {tune['recall']:.3f} / one-query "
+        f"{tune['one_query_recall']:.3f}")
+    portable_dir = work / "portable"
+    shutil.rmtree(portable_dir, ignore_errors=True)
+    start = time.perf_counter()
+    save_index(portable, portable_dir)
+    save_s = time.perf_counter() - start
+    settings = [{"leaves_to_search": max(1, int(round(f * num_leaves))),
+                 "reorder": tune["setting"]["reorder"]} for f in fractions]
+    settings.append(dict(tune["setting"]))
+    rows = clean_process(portable_dir, work / "queries.npy", truth_path, settings, args)
+    methods["portable_saved_model"] = {
+        "points": [], "build_s": scann_build + portable_build, "portable_build_s": portable_build,
+        "save_s": save_s, "size_bytes": portable.size_bytes(),
+        "saved_model_bytes": dir_bytes(portable_dir), "tuned": {
+            "setting": tune["setting"], "recall": tune["recall"],
+            "one_query_recall": tune["one_query_recall"], "tuning_queries": num_tune}}
+    for row in rows:
+        add("portable_saved_model", row["setting"], row["batch"], row["recall"], row["qps"],
+            row["queries"])
+    del portable
+    shutil.rmtree(portable_dir, ignore_errors=True)
+
+    # -------------------------------------------------------------------------------- Annoy
+    if n <= args.annoy_max_n:
+        log(f"n={n}: Annoy build, {args.n_trees} trees")
+        start = time.perf_counter()
+        annoy_file = work / "library.ann"
+        annoy_index = Annoy(k=K, n_trees=args.n_trees, index_path=str(annoy_file)).index(candidates)
+        annoy_build = time.perf_counter() - start
+        methods["annoy_library"] = {"points": [], "build_s": annoy_build,
+                                    "n_trees": args.n_trees,
+                                    "size_bytes": dir_bytes(annoy_file)}
+        methods["annoy_saved_model"] = {"points": [], "build_s": annoy_build,
+                                        "size_bytes": annoy_index.size_bytes()}
+        for search_k in args.annoy_search_k:
+            lib = lambda q, s=search_k: annoy_index.library_search(q, K, s)[1]
+            add("annoy_library", {"search_k": search_k}, 1,
+                *timed(lib, queries, truth, 1, args.budget_s, args.max_queries))
+            annoy_index.set_search_params(search_k=search_k)
+            path = work / "annoy"
+            shutil.rmtree(path, ignore_errors=True)
+            save_index(annoy_index, path)
+            # Batch 256 only where a warm-up batch finishes in reasonable time.
+            batches = (1, 256) if n <= 100_000 else (1,)
+            for row in clean_process(path, work / "queries.npy", truth_path, [], args, batches):
+                add("annoy_saved_model", {"search_k": search_k}, row["batch"], row["recall"],
+                    row["qps"], row["queries"])
+            shutil.rmtree(path, ignore_errors=True)
+    return result
+
+
+def plot(results, path):
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    fig, axes = plt.subplots(len(results), 2, figsize=(12, 4.5 * len(results)), squeeze=False)
+    for row, result in zip(axes, results):
+        for ax, batch in zip(row, (1, 256)):
+            for method, data in result["methods"].items():
+                points = sorted((p for p in data["points"] if p["batch"] == batch),
+                                key=lambda p: p["recall"])
+                if points:
+                    ax.plot([p["recall"] for p in points], [p["qps"] for p in points], "o-",
+                            label=method, markersize=4)
+            ax.axvline(0.95, color="grey", linestyle=":")
+            ax.set_yscale("log")
+            ax.set_xlabel("recall@10")
+            ax.set_ylabel("queries/s (one thread)")
+            ax.set_title(f"n={result['n']:,} x {result['dim']}, batch {batch}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--num-queries", type=int, default=1000)
+    parser.add_argument("--num-tuning-queries", type=int, default=500)
+    parser.add_argument("--num-leaves", type=int, default=None,
+                        help="ScaNN/portable leaves (default 2 * sqrt(n))")
+    parser.add_argument("--budget-s", type=float, default=10.0,
+                        help="seconds of queries per point (fewer queries if slow)")
+    parser.add_argument("--max-queries", type=int, default=1000)
+    parser.add_argument("--n-trees", type=int, default=20)
+    parser.add_argument("--annoy-search-k", type=int, nargs="+", default=[20_000, 100_000])
+    parser.add_argument("--annoy-max-n", type=int, default=1_000_000)
+    parser.add_argument("--workdir", default="/tmp/towerkit_index_bench")
+    parser.add_argument("--out", default=str(HERE))
+    args = parser.parse_args()
+    out = pathlib.Path(args.out)
+    for n in args.sizes:
+        result = run_size(n, args)
+        result["command"] = " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
+        (out / f"results_{n}.json").write_text(json.dumps(result, indent=1))
+        results = [json.loads(p.read_text()) for p in out.glob("results_*.json")]
+        plot(sorted(results, key=lambda r: r["n"]), out / "recall_qps.png")
+    log("done")
+
+
+if __name__ == "__main__":
+    main()
