@@ -5,6 +5,8 @@ Candidates: every distinct `movie_id` of the dataset (TFDS ids are unique string
 kept for display). Feature sets:
 
 - `basic`: query `user_id`, candidate `movie_id` embeddings (the TFRS basic retrieval tutorial).
+  Unlike the tutorial, the logQ correction and accidental-hit removal are on by default
+  (`--no-logq --no-remove-accidental-hits` gives the tutorial's plain in-batch softmax).
 - `rich`: query `user_id`, `timestamp`, `raw_user_age`, `user_gender`,
   `user_occupation_label`, `user_zip_code`; candidate `movie_id` and `movie_title` tokens
   (the TFRS featurization / context-features / deep-recommenders tutorials).
@@ -48,8 +50,8 @@ _DTYPES = {"user_id": tf.string, "timestamp": tf.int64, "raw_user_age": tf.float
 
 DEFAULT_PARAMS = {
     "features": "basic", "embedding_dim": 32, "layers": "", "optimizer": "adagrad",
-    "learning_rate": 0.1, "batch_size": 8192, "temperature": None, "logq": False,
-    "remove_accidental_hits": False, "hard_negatives": None, "train_fraction": 0.8,
+    "learning_rate": 0.1, "batch_size": 8192, "temperature": None, "logq": True,
+    "remove_accidental_hits": True, "hard_negatives": None, "train_fraction": 0.8,
 }
 
 
@@ -193,9 +195,12 @@ class TwoTowerRecipe(Recipe):
         parser.add_argument("--learning-rate", type=float, default=d["learning_rate"])
         parser.add_argument("--batch-size", type=int, default=d["batch_size"])
         parser.add_argument("--temperature", type=float, default=d["temperature"])
-        parser.add_argument("--logq", action="store_true",
-                            help="logQ correction from training item frequencies")
-        parser.add_argument("--remove-accidental-hits", action="store_true")
+        parser.add_argument("--logq", action=argparse.BooleanOptionalAction, default=d["logq"],
+                            help="logQ correction from training item frequencies (default: on; "
+                                 "top-100 accuracy 0.24 -> 0.39 on 100k, see benchmarks/parity)")
+        parser.add_argument("--remove-accidental-hits", action=argparse.BooleanOptionalAction,
+                            default=d["remove_accidental_hits"],
+                            help="mask in-batch negatives equal to the positive (default: on)")
         parser.add_argument("--hard-negatives", type=int, default=d["hard_negatives"])
         parser.add_argument("--train-fraction", type=float, default=d["train_fraction"])
 
@@ -288,8 +293,9 @@ class TwoTowerRecipe(Recipe):
         counts = np.bincount(np.searchsorted(data.candidate_ids, train_ids),
                              minlength=len(data.candidate_ids))
         popular = np.argsort(-counts, kind="stable")[:k]
-        metrics[f"popularity_top_{k}_categorical_accuracy"] = float(
-            np.isin(true_idx, popular).mean())
+        popular_lists = np.broadcast_to(popular, (len(true_idx), k))
+        for name, value in hit_rates(true_idx, popular_lists, [x for x in KS if x <= k]).items():
+            metrics[f"popularity_{name}"] = value
         metrics["num_queries"] = int(len(queries))
         metrics["num_candidates"] = int(len(candidates))
         if dump_topn:
