@@ -38,6 +38,10 @@ SETTINGS = {
     "youtube_dnn": ("youtube_dnn", 10, {"embedding_dim": 64, "hidden_units": "128",
                                         "batch_size": 256, "learning_rate": 1e-3,
                                         "loss": "full"}),
+    # The paper's model: + user profile (age, gender, occupation) and the history's genres.
+    "youtube_dnn_profile_genres": ("youtube_dnn", 10, {
+        "embedding_dim": 64, "hidden_units": "128", "batch_size": 256, "learning_rate": 1e-3,
+        "loss": "full", "user_features": True, "genres": True}),
 }
 COLUMNS = ("recall@20", "recall@50", "hr@50", "ndcg@50", "train_seconds")
 
