@@ -74,3 +74,16 @@ def test_knob_validation():
         ScaNN(num_leaves=0)
     with pytest.raises(ValueError, match="num_reordering_candidates"):
         ScaNN(num_reordering_candidates=-5)
+
+
+def test_exclusions_beyond_max_k_and_multi_vector(built, clustered, oracle):
+    candidates, queries = clustered
+    _, top = built(queries[:5], k=10)
+    # Excluding the 10 best asks ScaNN for k + 10 = 15 > max_k neighbours.
+    _, rest = built.query_with_exclusions(queries[:5], top, k=5)
+    _, truth = oracle.exact_top_k(queries[:5], candidates, 15)
+    assert not any(set(a) & set(b) for a, b in zip(top.numpy(), rest.numpy()))
+    assert oracle.recall(rest.numpy(), truth[:, 10:]) >= 0.8
+    scores, rows = built(queries[:6].reshape(3, 2, -1), k=10)
+    assert all(len(set(r)) == 10 for r in rows.numpy())
+    assert np.all(np.diff(scores.numpy(), axis=1) <= 1e-6)
