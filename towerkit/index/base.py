@@ -30,8 +30,13 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
     - `_search(queries, k)`: float32 `[batch, dim]` embeddings and an int (or int32 scalar
         tensor) `k <= n` -> `(scores [batch, k] float32, rows [batch, k] int32)`, best first,
         `rows` indexing the candidates as given to `index`. Traceable in a `tf.function`; it must
-        read only variables created by `_build` so that the index saves right after building.
-    - `is_exact()`, and optionally `_index_size_bytes()` and `custom_ops`.
+        read only variables created by `_build` (with `self._add_state(name, value)`, which
+        also counts them in `size_bytes()`) so that the index saves right after building.
+    - `is_exact()`, and optionally `custom_ops` (ops a SavedModel needs beyond stock TF).
+
+    Approximate indexes plug into `towerkit.index.tune_for_recall` by adding
+    `tuning_grid(k) -> list[dict]` (cheapest setting first) and `set_search_params(**setting)`;
+    long builds report steps with `self._progress(message)`.
 
     Example:
 
