@@ -1,4 +1,4 @@
-"""PortableIndex: NumPy oracle, hand-derived layout/quantization, ScaNN assets, stock-op SavedModel."""
+"""PortableIndex: NumPy oracle, hand-derived values, ScaNN assets, stock-op SavedModel."""
 
 import json
 import subprocess
@@ -75,7 +75,8 @@ def test_layout_and_search_hand_derived():
 @pytest.mark.parametrize("batch", [1, 8, 300])  # one-query path (<= 8) and leaf grouping
 def test_recall_against_numpy_oracle(built, data, oracle, batch):
     _, queries, truth = data
-    assert oracle.recall(_rows(built, queries, batch), truth) >= 0.9
+    num = 100 if batch <= 8 else 300  # the one-query path runs query by query: fewer queries
+    assert oracle.recall(_rows(built, queries[:num], batch), truth[:num]) >= 0.9
     assert not built.is_exact()
 
 

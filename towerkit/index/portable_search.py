@@ -1,14 +1,14 @@
 """Partitioned MIPS search in stock TensorFlow ops (the search core of `PortableIndex`).
 
-Layout (built once by `PartitionedSearcher.build`): candidates are sorted by leaf into one flat
+Layout (built once by `build_layout`): candidates are sorted by leaf into one flat
 `[n, dim]` float32 tensor plus `offsets [num_leaves + 1]` (leaf `l` is rows
 `offsets[l]:offsets[l + 1]`); no padded `[leaves, max_leaf, dim]` layout. Each row also has an int8
 code of its residual to the leaf centre with a per-row scale, so that
 `q . x ~= q . c_leaf + scale * (q . code)`.
 
-Search, one query (`batch == 1`): score the centres, take the top `leaves_to_search` leaves, gather
-their int8 codes, score them cheaply, keep the best `reorder` candidates and re-score those exactly
-in float32.
+Search, one query (batch <= `GROUPED_MIN_BATCH`, query by query): score the centres, take the top
+`leaves_to_search` leaves, gather their int8 codes, score them cheaply, keep the best `reorder`
+candidates and re-score those exactly in float32.
 Search, a batch: group the (query, leaf) pairs by leaf and, for every touched leaf, score the
 contiguous float32 block of that leaf against all the queries that probe it in one matmul
 (exact scores, each leaf read once per batch), keep each pair's top k and merge.
@@ -16,7 +16,8 @@ contiguous float32 block of that leaf against all the queries that probe it in o
 References:
   Guo et al., "Accelerating Large-Scale Inference with Anisotropic Vector Quantization", ICML 2020,
   https://arxiv.org/abs/1908.10396 (ScaNN: partition, quantized scoring, exact reordering).
-  Jegou et al., "Product Quantization for Nearest Neighbor Search", TPAMI 2011 (IVF + residual codes).
+  Jegou et al., "Product Quantization for Nearest Neighbor Search", TPAMI 2011 (inverted file
+  with residual codes).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 # At or below this batch size each query takes the gather + int8 path; above it, leaf grouping.
+# (Grouping costs a loop step per touched leaf, which only pays off when leaves are shared.)
 GROUPED_MIN_BATCH = 8
 _NEG_INF = float("-inf")
 
@@ -163,7 +165,7 @@ def _search_grouped(t, queries, leaves, k):
 
 
 def _top_k_padded(scores, positions, k):
-    """Row-wise top-k of `scores [b, m]` carrying `positions [b, m]`; pads with (-inf, -1) if m < k."""
+    """Row-wise top-k of `scores [b, m]` carrying `positions [b, m]`; (-inf, -1) pad if m < k."""
     short = tf.maximum(k - tf.shape(scores)[1], 0)
     scores = tf.pad(scores, [[0, 0], [0, short]], constant_values=_NEG_INF)
     positions = tf.pad(positions, [[0, 0], [0, short]], constant_values=-1)
