@@ -35,8 +35,9 @@ def test_k_at_call_time_python_and_tensor(clustered, oracle):
         np.testing.assert_array_equal(rows.numpy(), true_rows[:, :kk])
 
 
-def test_matches_tfrs_brute_force_in_tfrs_tutorial_code(clustered):
-    """Code written against tfrs BruteForce (basic_retrieval tutorial style) runs unchanged."""
+def test_matches_tfrs_brute_force_in_tfrs_tutorial_code(clustered, tmp_path):
+    """Code written against tfrs BruteForce (basic_retrieval tutorial) runs unchanged, including
+    the tutorial's call-then-`tf.saved_model.save(index)` export."""
     candidates, _ = clustered
     titles = np.array([f"movie {i}".encode() for i in range(len(candidates))])
     users = ["u0", "u1", "u2"]
@@ -52,6 +53,11 @@ def test_matches_tfrs_brute_force_in_tfrs_tutorial_code(clustered):
         _, found = index(tf.constant(["u1", "u2"]))
         _, excl = index.query_with_exclusions(tf.constant(["u1", "u2"]),
                                               exclusions=found[:, :2], k=3)
+        path = str(tmp_path / layer_class.__module__)
+        tf.saved_model.save(index, path)
+        _, reloaded = tf.saved_model.load(path)(tf.constant(["u1", "u2"]))
+        # --- end of the tutorial's code ---
+        np.testing.assert_array_equal(reloaded.numpy(), found.numpy())
         results.append((found.numpy(), excl.numpy()))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
