@@ -6,8 +6,10 @@ import shutil
 import uuid
 
 import numpy as np
+import tensorflow as tf
 
 from towerkit.index import Index, save_index
+from towerkit.index.saving import QUERIES_KEY
 from towerkit.serving import signatures as signatures_lib
 from towerkit.serving import warmup as warmup_lib
 
@@ -83,6 +85,10 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
         raise TypeError(f"export takes a towerkit index or a SavedModel directory, got "
                         f"{type(index_or_model).__name__}. Build an index from towerkit.index "
                         "(e.g. BruteForce) or pass the path written by tf.saved_model.save.")
+    if warmup_queries is not None and isinstance(query_signature, (dict, tf.TensorSpec)):
+        # Fail before the (slow) save when the warmup queries cannot match the declared inputs.
+        signatures_lib.validate_inputs(_declared_signature(query_signature), warmup_queries,
+                                       what="warmup_queries")
     base.mkdir(parents=True, exist_ok=True)
     if version is None:
         existing = versions(base)
@@ -109,6 +115,20 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _declared_signature(query_signature) -> signatures_lib.Signature:
+    """The serving_default inputs that `save_index` will write for `query_signature`."""
+    specs = ({QUERIES_KEY: query_signature} if isinstance(query_signature, tf.TensorSpec)
+             else dict(query_signature))
+    inputs = {}
+    for name, spec in specs.items():
+        if not isinstance(spec, tf.TensorSpec):
+            raise TypeError(f"query_signature[{name!r}] must be a tf.TensorSpec, got "
+                            f"{type(spec).__name__}.")
+        shape = None if spec.shape.rank is None else tuple(spec.shape.as_list())
+        inputs[name] = signatures_lib.TensorInfo(dtype=spec.dtype, shape=shape)
+    return signatures_lib.Signature(name="serving_default", inputs=inputs, outputs={})
 
 
 def _write_warmup(saved_model_dir, warmup_queries) -> None:
