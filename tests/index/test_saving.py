@@ -139,3 +139,16 @@ def test_save_errors(tmp_path):
         save_index(index, tmp_path / "x")
     with pytest.raises(ValueError, match="No SavedModel"):
         saved_model_ops(tmp_path / "nothing")
+
+
+def test_signature_inferred_from_a_functional_query_model(tmp_path):
+    user_id = tf.keras.Input(shape=(), dtype=tf.string, name="user_id")
+    lookup = tf.keras.layers.StringLookup(vocabulary=["a", "b"])
+    model = tf.keras.Model({"user_id": user_id},
+                           tf.keras.layers.Embedding(3, 4)(lookup(user_id)))
+    index = BruteForce(model, k=2).index(np.eye(4, dtype=np.float32))
+    save_index(index, tmp_path / "m")
+    signature = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"]
+    assert list(signature.structured_input_signature[1]) == ["user_id"]
+    got = signature(user_id=tf.constant(["b", "zzz"]))["ids"].numpy()
+    np.testing.assert_array_equal(got, index({"user_id": tf.constant(["b", "zzz"])})[1].numpy())

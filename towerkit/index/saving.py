@@ -107,19 +107,27 @@ def saved_model_ops(path: Union[str, os.PathLike]) -> set:
 
 
 def default_query_signature(index: Index) -> QuerySignature:
-    """The signature used when none is given: embeddings `[None, dim]` without a query model."""
-    if index.query_model is not None:
-        inputs = getattr(index.query_model, "inputs", None)
-        if inputs:
-            if isinstance(inputs, dict):
-                return {n: tf.TensorSpec(t.shape, t.dtype) for n, t in inputs.items()}
-            if len(inputs) == 1:
-                return tf.TensorSpec(inputs[0].shape, inputs[0].dtype)
-        raise ValueError(
-            "Cannot infer the query model's inputs: pass query_signature= to save_index, e.g. "
-            "{'user_id': tf.TensorSpec([None], tf.string)} (a dict is passed to the query model "
-            "as a feature dict; a single TensorSpec is passed as one tensor).")
-    return tf.TensorSpec([None, index.dim], tf.float32)
+    """The signature used when none is given.
+
+    Without a query model: `[None, dim]` float32 embeddings. With a functional Keras query model:
+    its input structure (a dict of inputs becomes a feature dict, one input one tensor).
+    Otherwise a ValueError asks for `query_signature=`.
+    """
+    model = index.query_model
+    if model is None:
+        return tf.TensorSpec([None, index.dim], tf.float32)
+    try:
+        structure = model.input if getattr(model, "_is_graph_network", False) else None
+    except AttributeError:
+        structure = None
+    if isinstance(structure, dict):
+        return {name: tf.TensorSpec(t.shape, t.dtype) for name, t in structure.items()}
+    if structure is not None and not isinstance(structure, (list, tuple)):
+        return tf.TensorSpec(structure.shape, structure.dtype)
+    raise ValueError(
+        "Cannot infer the query model's inputs: pass query_signature= to save_index, e.g. "
+        "{'user_id': tf.TensorSpec([None], tf.string)} (a dict is passed to the query model "
+        "as a feature dict; a single TensorSpec is passed as one tensor).")
 
 
 def save_index(index: Index, path: Union[str, os.PathLike],
