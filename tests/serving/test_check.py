@@ -62,17 +62,20 @@ def test_cli_reports_a_servable_export(toy_export, toy, capsys):
     assert out.rstrip().endswith("Stock tensorflow/serving can load it: yes")
 
 
-def test_python_only_ops_are_not_servable(tmp_path, capsys):
+def test_python_only_ops_are_not_servable_and_missing_warmup_is_a_warning(tmp_path, capsys):
     module = tf.Module()
     module.serve = tf.function(
         lambda x: {"y": tf.py_function(lambda v: v * 2.0, [x], tf.float32)},
         input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
     tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.serve})
     assert "EagerPyFunc" in signatures.read_op_names(tmp_path / "1")
-    assert _cli(tmp_path, "--no-run") == 1
+    assert _cli(tmp_path) == 1
     out = capsys.readouterr().out
     assert "Non-stock ops: EagerPyFunc" in out
     assert "TF Serving has no Python interpreter" in out
+    # TensorFlow itself loads it (the op is registered), and it has no warmup file: a warning.
+    assert "Clean TensorFlow process: loaded; 0 warmup request(s) ran" in out
+    assert "Warning: no warmup records" in out
 
 
 def test_not_an_export_is_a_clear_error(tmp_path, capsys):

@@ -6,15 +6,16 @@ libraries register cannot leak into the check. It reads one JSON command on stdi
 JSON line on stdout (TensorFlow's own logging goes to stderr).
 
 Commands (`{"command": ...}`):
-    unregistered_ops: `{"ops": [names]}` -> `{"unregistered": [names not in stock TensorFlow]}`.
-    run: `{"path", "signature", "warmup": bool, "inputs_npz": path|null, "outputs_npz": path|null}` ->
-        loads the SavedModel, runs the warmup requests in `assets.extra/tf_serving_warmup_requests`
-        and/or the inputs in `inputs_npz` through the signature, saves outputs to `outputs_npz`.
-    check: `{"path", "ops"}` -> unregistered ops, then load and warmup as `run` does; a load or
+  unregistered_ops: `{"ops": [names]}` -> `{"unregistered": [names not in stock TensorFlow]}`.
+  run: `{"path", "signature", "warmup": bool, "inputs_npz": path|null, "outputs_npz": path|null}`
+    -> loads the SavedModel, runs the warmup requests in `assets.extra/tf_serving_warmup_requests`
+    (if any) and/or the inputs in `inputs_npz` through the signature, saves the outputs to
+    `outputs_npz`.
+  check: `{"path", "ops"}` -> unregistered ops, then load and warmup as `run` does; a load or
     warmup failure is reported as `load_error` rather than failing the command.
-  bench: `{"path", "signature", "inputs_npz", "repeats", "warmup_calls"}` -> per-call latencies (s)
-        of single calls with each row of `inputs_npz` in turn.
-  bench_rounds: as bench, but interactive (see `_bench_rounds`), for interleaved comparisons.
+  bench_rounds: `{"path", "signature", "inputs_npz", "warmup_calls"}`, then interactive (see
+    `_bench_rounds`): per-call latencies (s) of single calls cycling through the rows of
+    `inputs_npz`, in rounds that a caller can interleave with other measurements.
 Every reply carries `"foreign_modules"`: the towerkit/TFRS/ScaNN/Annoy modules present in this
 process (always expected to be empty).
 """
@@ -45,7 +46,10 @@ def _warmup_requests(path):
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    for record in tf.data.TFRecordDataset(os.path.join(path, _WARMUP_FILE)):
+    warmup_file = os.path.join(path, _WARMUP_FILE)
+    if not os.path.isfile(warmup_file):
+        return
+    for record in tf.data.TFRecordDataset(warmup_file):
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         if log.WhichOneof("log_type") != "predict_log":
             raise ValueError(f"warmup record holds {log.WhichOneof('log_type')!r}, not predict_log")
