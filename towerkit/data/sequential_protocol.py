@@ -82,8 +82,20 @@ class SequentialProtocol:
     @classmethod
     def from_tfds(cls, config: str = "100k-ratings", data_dir: Optional[str] = None,
                   **kwargs) -> "SequentialProtocol":
-        """Builds the protocol from a TFDS MovieLens ratings config (cached per process)."""
-        return _cached_protocol(config, data_dir, tuple(sorted(kwargs.items())))
+        """Builds the protocol from a TFDS MovieLens ratings config (cached per process).
+
+        `kwargs` are `SequentialProtocol` arguments plus `min_item_interactions` and
+        `min_user_interactions` (see `build_user_sequences`).
+        """
+        defaults = {"max_history": 20, "split_seed": 1230, "train_fraction": 0.8,
+                    "valid_fraction": 0.1, "history_fraction": 0.8,
+                    "min_item_interactions": 5, "min_user_interactions": 5}
+        unknown = set(kwargs) - set(defaults)
+        if unknown:
+            raise TypeError(f"Unknown protocol argument(s) {sorted(unknown)}; expected some of "
+                            f"{sorted(defaults)}.")
+        key = tuple(sorted({**defaults, **kwargs}.items()))
+        return _cached_protocol(config, data_dir, key)
 
     @property
     def num_items(self) -> int:
