@@ -2,12 +2,10 @@
 
 import argparse
 
-import numpy as np
 import pytest
 
 import towerkit  # noqa: F401
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 from towerkit import serving
 from towerkit.cli import check_export
 from towerkit.serving import signatures
@@ -20,22 +18,16 @@ def _cli(path, *flags):
 
 
 @pytest.fixture(scope="module")
-def scann_export(tmp_path_factory):
-    """A TFRS ScaNN index SavedModel (needs ScaNN's custom ops), published with export()."""
-    rng = np.random.default_rng(0)
-    candidates = rng.normal(size=(200, 8)).astype("float32")
-    index = tfrs.layers.factorized_top_k.ScaNN(k=5, num_leaves=4, num_leaves_to_search=2,
-                                                num_reordering_candidates=20)
-    index.index(tf.constant(candidates), tf.constant([f"c{i}" for i in range(200)]))
+def scann_export(tmp_path_factory, toy):
+    """A towerkit ScaNN index (ScaNN's custom ops in the graph) published with export()."""
+    from towerkit.index import ScaNN
 
-    module = tf.Module()
-    module.index = index
-    module.serve = tf.function(
-        lambda queries: dict(zip(("scores", "ids"), index(queries))),
-        input_signature=[tf.TensorSpec([None, 8], tf.float32, name="queries")])
-    source = tmp_path_factory.mktemp("scann") / "saved"
-    tf.saved_model.save(module, str(source), signatures={"serving_default": module.serve})
-    return serving.export(str(source), tmp_path_factory.mktemp("scann_base"))
+    ids, embeddings = toy.make_catalogue()
+    index = ScaNN(toy.make_query_model(), k=toy.MAX_K, num_leaves=4, num_leaves_to_search=2,
+                  num_reordering_candidates=20).index(embeddings, identifiers=ids)
+    with pytest.warns(RuntimeWarning, match="custom ops"):  # save_index warns, export proceeds
+        return serving.export(index, tmp_path_factory.mktemp("scann") / "m",
+                              query_signature=toy.USER_SIGNATURE)
 
 
 def test_check_flags_scann_ops_as_not_servable(scann_export):
