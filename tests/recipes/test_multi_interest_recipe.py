@@ -65,7 +65,7 @@ def test_evaluate_metrics_diagnostics_and_repeatability(model, runs, protocol, t
 
     # Diagnostics recomputed with NumPy from the restored tower.
     recipe, _ = load_run(run)
-    _, _, trained = recipe._restore(run)
+    _, _, trained = recipe.restore(run)
     tower = trained.query_tower
     v, active = tower.interests({"history": tf.constant(test.history)}, training=False)
     v, active = v.numpy(), active.numpy()
@@ -131,7 +131,7 @@ def test_exported_multi_interest_index_matches_in_process_merge(model, runs, pro
            "history_length": tf.constant(test.history_length.astype(np.int32))}
     out = served(**raw)
     # In process: interests of the integer histories, every item scored by its best interest.
-    _, _, trained = recipe._restore(run)
+    _, _, trained = recipe.restore(run)
     queries = trained.query(test.features).numpy()
     assert queries.shape[1:] == (4, 16)
     table = trained.candidates().numpy()
