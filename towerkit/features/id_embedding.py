@@ -88,7 +88,7 @@ class IdEmbedding(tf.keras.layers.Layer):
             "pass integer (or bool) ids.")
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        inputs = tf.convert_to_tensor(inputs) if not isinstance(inputs, tf.Tensor) else inputs
+        inputs = tf.convert_to_tensor(inputs)
         return self.embedding(self.lookup(self._check_dtype(inputs)))
 
     def get_config(self) -> dict:

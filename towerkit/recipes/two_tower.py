@@ -30,7 +30,8 @@ from towerkit.data import Vocabulary, load_columns, take_rows, tfrs_tutorial_spl
 from towerkit.features import (FeatureSet, IdEmbedding, NormalizedNumeric, TextEmbedding,
                                TimestampEmbedding)
 from towerkit.models import MLP, Tower, TwoTowerModel
-from towerkit.recipes.base import IndexInputs, Recipe, register_recipe, write_run_config
+from towerkit.recipes.base import (IndexInputs, Recipe, load_run, register_recipe,
+                                   write_run_config)
 from towerkit.tasks import Retrieval
 
 __all__ = ["TwoTowerRecipe", "QUERY_FEATURES", "CANDIDATE_FEATURES", "build_towers"]
@@ -305,8 +306,6 @@ class TwoTowerRecipe(Recipe):
         return metrics
 
     def evaluate(self, run_dir, split: str = "test", dump_topn: Optional[str] = None) -> dict:
-        from towerkit.recipes.base import load_run
-
         _, config = load_run(run_dir)
         params = self._params(config)
         data = _Data(config)
@@ -314,8 +313,6 @@ class TwoTowerRecipe(Recipe):
         return self._evaluate(query_tower, candidate_tower, data, params, split, dump_topn)
 
     def index_inputs(self, run_dir) -> IndexInputs:
-        from towerkit.recipes.base import load_run
-
         _, config = load_run(run_dir)
         params = self._params(config)
         data = _Data(config)
