@@ -76,9 +76,9 @@ def resolve_version_dir(path) -> pathlib.Path:
         raise ValueError(f"{path} does not exist: pass an export directory (a model base path with "
                          "version subdirectories, or one version directory).")
     if not published:
-        raise ValueError(f"{path} is neither a SavedModel (no saved_model.pb) nor a model base path "
-                         "(no numbered version directories). Pass what towerkit.serving.export "
-                         "returned or its parent.")
+        raise ValueError(f"{path} is neither a SavedModel (no saved_model.pb) nor a model base "
+                         "path (no numbered version directories). Pass what "
+                         "towerkit.serving.export returned or its parent.")
     return path / str(published[-1])
 
 

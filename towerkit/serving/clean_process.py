@@ -29,7 +29,7 @@ class CleanRun:
     Attributes:
       signatures: list[str]. Signature names of the loaded model.
       warmup_requests: int. Warmup records replayed without error.
-      outputs: dict[str, np.ndarray]. Signature outputs for the given inputs (empty when none given).
+      outputs: dict[str, np.ndarray]. Signature outputs for the given inputs (empty without).
     """
 
     signatures: list
@@ -44,16 +44,17 @@ def _call(command: dict, timeout: float) -> dict:
         result = subprocess.run([sys.executable, "-I", str(_SCRIPT)], input=json.dumps(command),
                                 capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired as error:
-        raise CleanProcessError(f"the clean TensorFlow process did not finish within {timeout:.0f} s "
-                                f"({command['command']}).") from error
+        raise CleanProcessError(f"the clean TensorFlow process did not finish within "
+                                f"{timeout:.0f} s ({command['command']}).") from error
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        raise CleanProcessError(f"the clean TensorFlow process exited with code {result.returncode} "
-                                f"and no reply. stderr tail:\n{result.stderr[-3000:]}")
+        raise CleanProcessError(f"the clean TensorFlow process exited with code "
+                                f"{result.returncode} and no reply. stderr tail:\n"
+                                f"{result.stderr[-3000:]}")
     reply = json.loads(lines[-1])
     if reply["foreign_modules"]:
-        raise CleanProcessError(f"the clean process imported {reply['foreign_modules']}; it must run "
-                                "with TensorFlow alone.")
+        raise CleanProcessError(f"the clean process imported {reply['foreign_modules']}; it must "
+                                "run with TensorFlow alone.")
     if not reply["ok"]:
         raise CleanProcessError(f"in a clean TensorFlow process: {reply['error']}")
     return reply
@@ -195,7 +196,7 @@ class CleanTimer:
 
 
 def _storable(value) -> np.ndarray:
-    """NumPy arrays that `np.load(allow_pickle=False)` reads back: strings become fixed-width bytes."""
+    """An array `np.load(allow_pickle=False)` reads back: strings become fixed-width bytes."""
     array = np.asarray(value)
     if array.dtype == object:
         array = np.asarray([v.encode() if isinstance(v, str) else v for v in array.ravel()],

@@ -304,8 +304,9 @@ class Client:
         data = None if body is None else json.dumps(body).encode()
 
         def attempt():
-            request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST",
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                url, data=data, method="GET" if data is None else "POST",
+                headers={"Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     return json.loads(response.read())
@@ -322,7 +323,8 @@ class Client:
                 raise ServingError(f"{url}: HTTP {error.code}: {message}") from None
             except urllib.error.URLError as error:
                 if isinstance(error.reason, TimeoutError):
-                    raise ServingTimeoutError(f"{url}: no answer within {self.timeout} s.") from None
+                    raise ServingTimeoutError(
+                        f"{url}: no answer within {self.timeout} s.") from None
                 raise ServerUnavailableError(f"{url}: {error.reason}") from None
             except TimeoutError:
                 raise ServingTimeoutError(f"{url}: no answer within {self.timeout} s.") from None
@@ -349,7 +351,8 @@ class Client:
                 if code == grpc.StatusCode.UNAVAILABLE:
                     raise ServerUnavailableError(f"{where}: UNAVAILABLE: {details}") from None
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise ServingTimeoutError(f"{where}: no answer within {self.timeout} s.") from None
+                    raise ServingTimeoutError(
+                        f"{where}: no answer within {self.timeout} s.") from None
                 if code == grpc.StatusCode.INVALID_ARGUMENT:
                     raise InvalidRequestError(f"{where}: the model rejected the request: "
                                               f"{details}.") from None

@@ -28,7 +28,7 @@ class TensorInfo:
     shape: tuple | None
 
     def describe(self) -> str:
-        """Returns e.g. `string [batch]` or `float32 [batch, 64]` (None dims shown as `batch`/`?`)."""
+        """Returns e.g. `string [batch]` or `float32 [batch, 64]` (unknown dims: `batch`, `?`)."""
         if self.shape is None:
             return f"{self.dtype.name} [any shape]"
         if not self.shape:
@@ -93,8 +93,8 @@ def read_saved_model_proto(path) -> saved_model_pb2.SavedModel:
         if path.is_dir():
             versions = sorted(p.name for p in path.iterdir() if p.name.isdigit())
             if versions:
-                hint = (f" It looks like a model base path with versions {versions}: pass a version "
-                        f"directory such as {path / versions[-1]}.")
+                hint = (f" It looks like a model base path with versions {versions}: pass a "
+                        f"version directory such as {path / versions[-1]}.")
         raise ValueError(f"{path} is not a SavedModel directory: {pb} does not exist.{hint}")
     proto = saved_model_pb2.SavedModel()
     try:
@@ -171,7 +171,8 @@ def validate_inputs(signature: Signature, inputs: dict, what: str = "inputs") ->
       TypeError: an input cannot be converted to the signature dtype.
     """
     if not isinstance(inputs, dict):
-        raise TypeError(f"{what} must be a dict of input name -> array, got {type(inputs).__name__}.")
+        raise TypeError(f"{what} must be a dict of input name -> array, got "
+                        f"{type(inputs).__name__}.")
     expected = ", ".join(f"{k}: {v.describe()}" for k, v in sorted(signature.inputs.items()))
     missing = sorted(set(signature.inputs) - set(inputs))
     unknown = sorted(set(inputs) - set(signature.inputs))
@@ -187,8 +188,8 @@ def validate_inputs(signature: Signature, inputs: dict, what: str = "inputs") ->
                 raise TypeError(f"{what}[{name!r}] has dtype {array.dtype}, but signature "
                                 f"{signature.name!r} takes {info.describe()}: pass strings, e.g. "
                                 f"[str(x) for x in values].")
-            array = np.array([s.encode() if isinstance(s, str) else bytes(s) for s in array.ravel()],
-                             dtype=object).reshape(array.shape)
+            array = np.array([s.encode() if isinstance(s, str) else bytes(s)
+                              for s in array.ravel()], dtype=object).reshape(array.shape)
         else:
             target = info.dtype.as_numpy_dtype
             if array.dtype.kind in "USO" or (array.dtype.kind == "f" and info.dtype.is_integer):

@@ -71,8 +71,8 @@ def write_warmup_requests(saved_model_dir, queries: dict,
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for i in range(rows):
-            request = make_predict_request({name: value[i:i + 1] for name, value in queries.items()},
-                                           signature_name=signature_name)
+            row = {name: value[i:i + 1] for name, value in queries.items()}
+            request = make_predict_request(row, signature_name=signature_name)
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
@@ -101,10 +101,11 @@ def read_warmup_requests(saved_model_dir) -> list:
         try:
             log.ParseFromString(record)
         except Exception as error:
-            raise ValueError(f"{path} record {i} is not a PredictionLog proto ({error}).") from error
+            raise ValueError(
+                f"{path} record {i} is not a PredictionLog proto ({error}).") from error
         if log.WhichOneof("log_type") != "predict_log":
-            raise ValueError(f"{path} record {i} holds {log.WhichOneof('log_type')!r}; towerkit only "
-                             "writes predict_log warmup records.")
+            raise ValueError(f"{path} record {i} holds {log.WhichOneof('log_type')!r}; towerkit "
+                             "only writes predict_log warmup records.")
         request = log.predict_log.request
         requests.append((request.model_spec.signature_name or "serving_default",
                          {name: tf.make_ndarray(t) for name, t in request.inputs.items()}))
