@@ -62,9 +62,11 @@ def test_layout_and_search_hand_derived():
     # scores x0 = 0, x2 = 2 -> top-2 rows (2, 0) with scores (2, 0); a third result does not exist
     # and is filled with (-inf, -1).
     for queries in (np.array([[0, 1]], np.float32), np.tile([[0, 1]], [9, 1]).astype(np.float32)):
-        scores, rows = portable_search.search(layout, queries, 3, leaves_to_search=1, reorder=3)
-        np.testing.assert_array_equal(rows.numpy()[0], [2, 0, -1])
-        np.testing.assert_allclose(scores.numpy()[0], [2, 0, -np.inf], atol=1e-6)
+        for reorder in (0, 3):  # exact scoring of the probed rows, and int8 codes + reorder
+            scores, rows = portable_search.search(layout, queries, 3, leaves_to_search=1,
+                                                  reorder=reorder)
+            np.testing.assert_array_equal(rows.numpy()[0], [2, 0, -1])
+            np.testing.assert_allclose(scores.numpy()[0], [2, 0, -np.inf], atol=1e-6)
     # Probing both leaves: x3 scores 1, x1 scores 0 -> rows (2, 3) then a tie at 0.
     scores, rows = portable_search.search(layout, np.array([[0, 1]], np.float32), 2, 2, 4)
     np.testing.assert_array_equal(rows.numpy()[0], [2, 3])
@@ -78,6 +80,20 @@ def test_recall_against_numpy_oracle(built, data, oracle, batch):
     num = 100 if batch <= 8 else 300  # the one-query path runs query by query: fewer queries
     assert oracle.recall(_rows(built, queries[:num], batch), truth[:num]) >= 0.9
     assert not built.is_exact()
+
+
+def test_int8_codes_with_reorder_match_exact_scoring_of_the_same_leaves(built, data, oracle):
+    # Same partition and leaves; int8 residual scores + exact re-scoring of the best 50 must find
+    # (nearly) what exact scoring of every probed row finds.
+    _, queries, truth = data
+    exact_rows = _rows(built, queries[:60], 1)
+    built.set_search_params(reorder=50)
+    try:
+        int8_rows = _rows(built, queries[:60], 1)
+    finally:
+        built.set_search_params(reorder=0)
+    assert oracle.recall(int8_rows, exact_rows) >= 0.98
+    assert oracle.recall(int8_rows, truth[:60]) >= 0.9
 
 
 @pytest.mark.parametrize("batch", [1, 300])
@@ -171,9 +187,9 @@ def test_config_round_trip():
 
 def test_bad_knobs_and_catalogue_errors(data):
     candidates, queries, _ = data
-    with pytest.raises(ValueError, match="num_leaves must be a positive integer"):
+    with pytest.raises(ValueError, match="num_leaves must be an integer >= 1"):
         PortableIndex(num_leaves=0)
-    with pytest.raises(ValueError, match="reorder must be a positive integer"):
+    with pytest.raises(ValueError, match="reorder must be an integer >= 0"):
         PortableIndex(reorder=2.5)
     with pytest.raises(ValueError, match="num_leaves=50 is larger than the catalogue"):
         PortableIndex(k=2, num_leaves=50).index(candidates[:30])

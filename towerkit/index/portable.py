@@ -20,8 +20,8 @@ def default_portable_settings(num_candidates: int, max_k: int) -> dict:
     """Settings derived from the catalogue size.
 
     About `sqrt(n)` leaves (ScaNN's guidance), 8% of them searched (exact IVF scoring reached
-    recall@10 0.95 on the 1M clustered benchmark at 8%; see `benchmarks/index/RESULTS.md`) and
-    `max(10 * k, 100)` int8-scored candidates re-scored exactly on the one-query path.
+    recall@10 0.95 on the 1M clustered benchmark at about 8%; see `benchmarks/index/RESULTS.md`)
+    and `reorder=0` (exact float32 scoring of the probed leaves on the one-query path).
 
     Args:
       num_candidates: int. Catalogue size.
@@ -32,8 +32,8 @@ def default_portable_settings(num_candidates: int, max_k: int) -> dict:
     """
     num_leaves = int(min(max(round(math.sqrt(num_candidates)), 1), 8000))
     leaves_to_search = min(num_leaves, max(4, int(math.ceil(0.08 * num_leaves))))
-    return {"num_leaves": num_leaves, "leaves_to_search": leaves_to_search,
-            "reorder": int(max(10 * max_k, 100))}
+    del max_k  # The settings do not depend on k: probed leaves are scored exactly.
+    return {"num_leaves": num_leaves, "leaves_to_search": leaves_to_search, "reorder": 0}
 
 
 @tf.keras.utils.register_keras_serializable(package="towerkit")
@@ -44,9 +44,12 @@ class PortableIndex(Index):
     and datapoint -> leaf assignment are read back from the serialized searcher
     (`towerkit.index.portable_scann`). Search runs in plain TensorFlow (see
     `towerkit.index.portable_search`): centre scores pick `leaves_to_search` leaves; with one
-    query (batch <= 8) the leaves' int8 residual codes are scored, and the best `reorder`
-    candidates are re-scored exactly in float32; with a batch, the queries are grouped by the leaf
-    they probe and each touched leaf is scored exactly, once, in a single matmul. The SavedModel
+    query (batch <= 8) the leaves' rows are gathered and scored (optionally through int8 residual
+    codes, re-scoring the best `reorder` exactly in float32); with a batch, the queries are
+    grouped by the leaf
+    they probe and each touched leaf is scored exactly, once, in a single matmul. By default the
+    one-query path scores the gathered rows exactly too (`reorder=0`, faster in TF than the int8
+    pass, whose `Cast` dominates; see `benchmarks/index/RESULTS.md`). The SavedModel
     has no custom op, so the stock `tensorflow/serving` image serves it; `scann` is only needed to
     build.
 
@@ -79,8 +82,8 @@ class PortableIndex(Index):
           k: int. Maximum (and default) number of results.
           num_leaves: int. k-means leaves (default about sqrt(n)).
           leaves_to_search: int. Leaves probed per query (default 8% of the leaves).
-          reorder: int. Candidates re-scored exactly per query on the one-query path
-            (default `max(10 * k, 100)`).
+          reorder: int. One-query path: 0 (default) scores the probed leaves exactly in float32;
+            > 0 scores their int8 residual codes and re-scores the best `reorder` exactly.
           training_iterations: int. ScaNN k-means iterations.
           training_sample_size: int. Points ScaNN trains the centres on (default min(n, 250k)).
           avq: float. ScaNN's anisotropic centre update (None: plain k-means).
@@ -97,9 +100,10 @@ class PortableIndex(Index):
         for knob, value in (("num_leaves", num_leaves), ("leaves_to_search", leaves_to_search),
                             ("reorder", reorder), ("training_iterations", training_iterations),
                             ("training_sample_size", training_sample_size)):
+            low = 0 if knob == "reorder" else 1
             if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, (int, np.integer)) or value < 1):
-                raise ValueError(f"{knob} must be a positive integer or None (derived from the "
+                                      or not isinstance(value, (int, np.integer)) or value < low):
+                raise ValueError(f"{knob} must be an integer >= {low} or None (derived from the "
                                  f"catalogue size); got {value!r}.")
         self._requested = {"num_leaves": num_leaves, "leaves_to_search": leaves_to_search,
                            "reorder": reorder}
@@ -187,10 +191,11 @@ class PortableIndex(Index):
           ValueError: if the index is not built or a knob is not a positive integer.
         """
         self._check_built()
-        for knob, value in (("leaves_to_search", leaves_to_search), ("reorder", reorder)):
+        for knob, value, low in (("leaves_to_search", leaves_to_search, 1),
+                                 ("reorder", reorder, 0)):
             if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, (int, np.integer)) or value < 1):
-                raise ValueError(f"{knob} must be a positive integer; got {value!r}.")
+                                      or not isinstance(value, (int, np.integer)) or value < low):
+                raise ValueError(f"{knob} must be an integer >= {low}; got {value!r}.")
         if leaves_to_search is not None:
             self.settings["leaves_to_search"] = int(min(leaves_to_search,
                                                         self.settings["num_leaves"]))
@@ -215,10 +220,11 @@ class PortableIndex(Index):
         """Sets `leaves_to_search`, then `reorder`, to the cheapest values reaching `target_recall`.
 
         Leaves: `towerkit.index.tune_for_recall` over `tuning_grid` (batches of 256 queries,
-        exact scoring of the probed leaves). Reorder depth: the smallest of
-        `k, 2k, 5k, 10k, 20k, 50k, 100k` whose one-query path (batches of
+        exact scoring of the probed leaves). Reorder depth (int8 indexes, `reorder > 0`, only):
+        the smallest of `k, 2k, 5k, 10k, 20k, 50k, 100k` whose one-query path (batches of
         `portable_search.GROUPED_MIN_BATCH`) reaches the target too (or loses at most 0.005
-        recall against the batched path when the target was not reached).
+        recall against the batched path when the target was not reached). The one-query recall
+        is measured and reported in both cases.
 
         Args:
           queries: held-out query features or embeddings (not the candidates).
@@ -237,8 +243,11 @@ class PortableIndex(Index):
         goal = target_recall if report["reached"] else report["recall"] - 0.005
         small = portable_search.GROUPED_MIN_BATCH
         tried = []
-        for depth in sorted({min(max(m * k, k), self._num_candidates)
-                             for m in (1, 2, 5, 10, 20, 50, 100)}):
+        # reorder=0 (exact scoring of the probed leaves) stays 0: the one-query path then returns
+        # what the batched path returns. Only an int8 index (reorder > 0) tunes its depth.
+        depths = [0] if self.settings["reorder"] == 0 else sorted(
+            {min(max(m * k, k), self._num_candidates) for m in (1, 2, 5, 10, 20, 50, 100)})
+        for depth in depths:
             self.set_search_params(reorder=depth)
             one = recall_lib.recall_at_k(self, queries, reference, k=k, batch_size=small)
             tried.append({"setting": {"reorder": depth}, "recall": one})

@@ -7,8 +7,11 @@ code of its residual to the leaf centre with a per-row scale, so that
 `q . x ~= q . c_leaf + scale * (q . code)`.
 
 Search, one query (batch <= `GROUPED_MIN_BATCH`, query by query): score the centres, take the top
-`leaves_to_search` leaves, gather their int8 codes, score them cheaply, keep the best `reorder`
-candidates and re-score those exactly in float32.
+`leaves_to_search` leaves, gather their rows and score them exactly in float32 (default,
+`reorder=0`), or gather their int8 codes, score those and re-score the best `reorder` exactly.
+Measured in TF 2.20 on CPU, the float32 path is faster: an int8 -> float32 `Cast` of the gathered
+codes plus the per-leaf offset cost more than gathering 4x the bytes (see
+`benchmarks/index/RESULTS.md`).
 Search, a batch: group the (query, leaf) pairs by leaf and, for every touched leaf, score the
 contiguous float32 block of that leaf against all the queries that probe it in one matmul
 (exact scores, each leaf read once per batch), keep each pair's top k and merge.
@@ -78,8 +81,8 @@ def search(layout, queries, k, leaves_to_search, reorder) -> tuple[tf.Tensor, tf
       queries: `[batch, dim]` float32.
       k: int32 scalar (Python int or tensor).
       leaves_to_search: int32 scalar. Leaves probed per query (clipped to the number of leaves).
-      reorder: int32 scalar. Candidates re-scored exactly per query on the one-query path
-        (at least `k`).
+      reorder: int32 scalar, one-query path only. 0: score the probed rows exactly in float32;
+        > 0: score their int8 codes and re-score the best `max(reorder, k)` exactly.
 
     Returns:
       `(scores [batch, k] float32, rows [batch, k] int64)`: original candidate rows, best first;
@@ -94,7 +97,7 @@ def search(layout, queries, k, leaves_to_search, reorder) -> tuple[tf.Tensor, tf
     probes = tf.minimum(tf.cast(leaves_to_search, tf.int32), tf.shape(t["centroids"])[0])
     leaf_scores, leaves = tf.math.top_k(tf.matmul(queries, t["centroids"], transpose_b=True),
                                         probes)
-    reorder = tf.maximum(tf.cast(reorder, tf.int32), k)
+    reorder = tf.cast(reorder, tf.int32)
     scores, positions = tf.cond(
         batch <= GROUPED_MIN_BATCH,
         lambda: _search_each(t, queries, leaf_scores, leaves, k, reorder),
@@ -104,17 +107,28 @@ def search(layout, queries, k, leaves_to_search, reorder) -> tuple[tf.Tensor, tf
 
 
 def _search_one(t, query, leaf_scores, leaves, k, reorder):
-    """One query `[dim]`: gather the probed leaves' int8 codes, score, exact reorder -> `[k]`."""
+    """One query `[dim]` -> `[k]`: gather the probed leaves' rows and score them.
+
+    `reorder == 0`: exact float32 scores of every gathered row. `reorder > 0`: int8 residual codes
+    first, then the best `max(reorder, k)` re-scored exactly.
+    """
     starts = tf.gather(t["offsets"], leaves)
     lengths = tf.gather(t["offsets"], leaves + 1) - starts
     positions = tf.ragged.range(starts, starts + lengths).flat_values  # [m]
-    codes = tf.cast(tf.gather(t["codes"], positions), tf.float32)
-    cheap = tf.linalg.matvec(codes, query) * tf.gather(t["scales"], positions)
-    cheap += tf.repeat(leaf_scores, lengths)
-    _, best = tf.math.top_k(cheap, tf.minimum(reorder, tf.size(cheap)))
-    candidates = tf.gather(positions, best)
-    exact = tf.linalg.matvec(tf.gather(t["vectors"], candidates), query)
-    scores, top = _top_k_padded(exact[tf.newaxis], candidates[tf.newaxis], k)
+
+    def exact():
+        return tf.linalg.matvec(tf.gather(t["vectors"], positions), query), positions
+
+    def quantized():
+        codes = tf.cast(tf.gather(t["codes"], positions), tf.float32)
+        cheap = tf.linalg.matvec(codes, query) * tf.gather(t["scales"], positions)
+        cheap += tf.repeat(leaf_scores, lengths)
+        _, best = tf.math.top_k(cheap, tf.minimum(tf.maximum(reorder, k), tf.size(cheap)))
+        candidates = tf.gather(positions, best)
+        return tf.linalg.matvec(tf.gather(t["vectors"], candidates), query), candidates
+
+    scores, candidates = tf.cond(reorder > 0, quantized, exact)
+    scores, top = _top_k_padded(scores[tf.newaxis], candidates[tf.newaxis], k)
     return scores[0], top[0]
 
 
