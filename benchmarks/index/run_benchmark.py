@@ -220,12 +220,12 @@ def plot(results, path):
     fig, axes = plt.subplots(len(results), 2, figsize=(12, 4.5 * len(results)), squeeze=False)
     for row, result in zip(axes, results):
         for ax, batch in zip(row, (1, 256)):
-            for method, data in result["methods"].items():
+            for i, (method, data) in enumerate(result["methods"].items()):
                 points = sorted((p for p in data["points"] if p["batch"] == batch),
                                 key=lambda p: p["recall"])
                 if points:
                     ax.plot([p["recall"] for p in points], [p["cpu_qps"] for p in points], "o-",
-                            label=method, markersize=4)
+                            label=method, markersize=4, color=f"C{i}")
             ax.axvline(0.95, color="grey", linestyle=":")
             ax.set_yscale("log")
             ax.set_xlabel("recall@10")
