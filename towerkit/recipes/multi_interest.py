@@ -12,7 +12,8 @@ They reuse the sequential protocol, training loop, evaluation, top-N dump and se
     (full softmax, sampled softmax with logQ, or in-batch softmax with logQ);
   * `evaluate` adds interest-diversity diagnostics: the mean pairwise cosine of each user's
     active interests (`interest_mean_pairwise_cosine`), the share of training examples whose
-    target is closest (signed dot) to each interest (`interest_share_k`), the mean number of
+    target is closest (signed dot) to each interest (`interest_share_k`, over an evenly spaced
+    sample of at most 20,000 training examples), the mean number of
     active interests, and ComiRec's list diversity (`diversity@50`, mean pairwise genre
     distance inside the top 50). With `--aggregation-diversity LAMBDA > 0` the top 50 comes from
     ComiRec's controllable aggregation over the per-interest top 50 lists.
@@ -186,9 +187,13 @@ class MultiInterestRecipe(SequentialRecipe):
         if dump_topn:
             _dump(dump_topn, protocol, split, topn)
         metrics = _metrics(protocol, split, topn)
+        # Interest shares over an evenly spaced sample of at most 20,000 training examples
+        # (a share's standard error is then below 0.4 points; all 77k cost ~4x the time).
         examples = protocol.train_examples
+        rows = np.unique(np.linspace(0, len(examples["target"]) - 1,
+                                     min(len(examples["target"]), 20_000)).astype(np.int64))
         metrics.update(interest_diagnostics(model.query_tower, protocol.split(split).history,
-                                            examples["target"], examples["history"]))
+                                            examples["target"][rows], examples["history"][rows]))
         if aggregation is not None:
             rows = np.concatenate([[-1], np.arange(protocol.num_items)])
             metrics[f"diversity@{TOP_N}"] = list_diversity(topn, aggregation, rows)
