@@ -175,9 +175,15 @@ def wait_until_available(client, version, seconds=120):
 
 
 if binary:
+    # Serve the two newest versions (TF Serving's default policy keeps only the latest one), as
+    # serving/models.config does, so that a client pinned to version 1 survives the rollout.
+    config = workdir / "models.config"
+    config.write_text(
+        f'model_config_list {{ config {{ name: "{MODEL_NAME}" base_path: "{model_base_path}" '
+        'model_platform: "tensorflow" model_version_policy { latest { num_versions: 2 } } } }')
     grpc_port, rest_port = free_port(), free_port()
     server = subprocess.Popen([binary, f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-                               f"--model_name={MODEL_NAME}", f"--model_base_path={model_base_path}",
+                               f"--model_config_file={config}",
                                "--file_system_poll_wait_seconds=1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     clients = {"REST": serving.Client(f"http://127.0.0.1:{rest_port}", MODEL_NAME),
