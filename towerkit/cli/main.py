@@ -5,15 +5,13 @@ Errors towerkit raises for bad input (ValueError, TypeError, missing data) are p
 traceback.
 
 Each subcommand is a module `towerkit/cli/<module>.py` exposing `add_parser(subparsers)` (adds and
-returns its sub-parser) and `run(args) -> int`. Commands whose module is not installed are left
-out; an ImportError raised inside an existing command module propagates.
+returns its sub-parser) and `run(args) -> int`.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 from typing import Optional, Sequence
@@ -30,12 +28,8 @@ COMMANDS = (
 
 
 def _command_modules() -> dict:
-    modules = {}
-    for command, module in COMMANDS:
-        name = f"towerkit.cli.{module}"
-        if importlib.util.find_spec(name) is not None:
-            modules[command] = importlib.import_module(name)
-    return modules
+    return {command: importlib.import_module(f"towerkit.cli.{module}")
+            for command, module in COMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:

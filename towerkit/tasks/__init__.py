@@ -2,5 +2,6 @@
 
 from towerkit.tasks.ranking import Ranking
 from towerkit.tasks.retrieval import Retrieval
+from towerkit.tasks.sampled_softmax import SampledSoftmax
 
-__all__ = ["Ranking", "Retrieval"]
+__all__ = ["Ranking", "Retrieval", "SampledSoftmax"]

@@ -1,6 +1,9 @@
-"""towerkit.towers."""
-from towerkit.towers.comirec_dr import ComiRecDR  # noqa: E402,F401
-from towerkit.towers.comirec_sa import ComiRecSA  # noqa: E402,F401
-from towerkit.towers.mind import MIND  # noqa: E402,F401
-from towerkit.towers.gru import GRUTower  # noqa: E402,F401
-from towerkit.towers.youtube_dnn import YouTubeDNN  # noqa: E402,F401
+"""towerkit.towers: sequence and multi-interest query towers."""
+
+from towerkit.towers.comirec_dr import ComiRecDR
+from towerkit.towers.comirec_sa import ComiRecSA
+from towerkit.towers.gru import GRUTower
+from towerkit.towers.mind import MIND
+from towerkit.towers.youtube_dnn import YouTubeDNN
+
+__all__ = ["ComiRecDR", "ComiRecSA", "GRUTower", "MIND", "YouTubeDNN"]
