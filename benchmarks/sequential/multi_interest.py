@@ -20,13 +20,8 @@ import argparse
 import json
 import pathlib
 import platform
-import tempfile
-import time
 
-import numpy as np
-
-import towerkit  # noqa: F401  (legacy Keras switch)
-from towerkit.recipes import get_recipe, make_run_config
+import run as sequential_run  # benchmarks/sequential/run.py (this script's directory)
 
 # Cosine scores with temperature 0.1 (l2_normalize) were the decisive setting on the valid users
 # (see MULTI_INTEREST_RESULTS.md); raw dot products trained far slower.
@@ -43,32 +38,13 @@ COLUMNS = ("recall@20", "recall@50", "hr@50", "ndcg@50", "interest_mean_pairwise
 
 
 def run_one(model: str, seed: int, dataset: str, data_dir, params: dict, epochs: int) -> dict:
-    recipe_name = model.split("@")[0]
-    recipe = get_recipe(recipe_name)()
-    config = make_run_config(recipe_name, dataset, data_dir=data_dir, seed=seed, epochs=epochs,
-                             params=params)
-    with tempfile.TemporaryDirectory() as run_dir:
-        start = time.perf_counter()
-        trained = recipe.train(config, pathlib.Path(run_dir))
-        wall = time.perf_counter() - start
-        test = recipe.evaluate(run_dir, split="test")
-    return {"model": model, "seed": seed, "epochs": epochs, "params": params,
-            "train_seconds": float(trained.get("train_seconds", wall)),
-            "valid_recall@50": float(trained.get("valid_recall@50", float("nan"))),
-            **{k: float(v) for k, v in test.items()}}
+    """`NAME@TAG` runs recipe NAME (ablations); otherwise as `run.run_one`."""
+    return sequential_run.run_one(model, seed, dataset, data_dir, params, epochs,
+                                  recipe_name=model.split("@")[0])
 
 
 def table(rows: list) -> str:
-    lines = ["| model | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for model in dict.fromkeys(r["model"] for r in rows):
-        mine = [r for r in rows if r["model"] == model]
-        cells = []
-        for c in COLUMNS:
-            v = np.array([r.get(c, np.nan) for r in mine], dtype=float)
-            fmt = "{:.1f}" if c == "train_seconds" else "{:.3f}"
-            cells.append(f"{fmt.format(v.mean())} ({fmt.format(v.min())}-{fmt.format(v.max())})")
-        lines.append(f"| {model} (n={len(mine)}) | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return sequential_run.table(rows, COLUMNS)
 
 
 def main(argv=None) -> None:

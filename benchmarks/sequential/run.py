@@ -46,8 +46,11 @@ SETTINGS = {
 COLUMNS = ("recall@20", "recall@50", "hr@50", "ndcg@50", "train_seconds")
 
 
-def run_one(model: str, seed: int, dataset: str, data_dir, params: dict, epochs: int) -> dict:
-    recipe_name = SETTINGS.get(model, (model,))[0]
+def run_one(model: str, seed: int, dataset: str, data_dir, params: dict, epochs: int,
+            recipe_name: str | None = None) -> dict:
+    """Trains `model` (recipe `recipe_name`, default from SETTINGS) once; returns its test row."""
+    if recipe_name is None:
+        recipe_name = SETTINGS.get(model, (model,))[0]
     recipe = get_recipe(recipe_name)()
     config = make_run_config(recipe_name, dataset, data_dir=data_dir, seed=seed, epochs=epochs,
                              params=params)
@@ -62,13 +65,14 @@ def run_one(model: str, seed: int, dataset: str, data_dir, params: dict, epochs:
             **{k: float(v) for k, v in test.items()}}
 
 
-def table(rows: list) -> str:
-    lines = ["| model | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+def table(rows: list, columns=COLUMNS) -> str:
+    """Markdown table of `columns`: mean (min-max) over the seeds of each model."""
+    lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         cells = []
-        for c in COLUMNS:
-            v = np.array([r[c] for r in mine])
+        for c in columns:
+            v = np.array([r.get(c, np.nan) for r in mine], dtype=float)
             fmt = "{:.1f}" if c == "train_seconds" else "{:.3f}"
             cells.append(f"{fmt.format(v.mean())} ({fmt.format(v.min())}-{fmt.format(v.max())})")
         lines.append(f"| {model} (n={len(mine)}) | " + " | ".join(cells) + " |")
