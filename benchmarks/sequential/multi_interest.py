@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import platform
 
 import run as sequential_run  # benchmarks/sequential/run.py (this script's directory)
 
@@ -63,22 +62,12 @@ def main(argv=None) -> None:
         rows = [r for f in args.table_from for r in json.loads(pathlib.Path(f).read_text())["rows"]]
         print(table(rows))
         return
-    overrides, epochs = json.loads(args.params), json.loads(args.epochs)
     out = pathlib.Path(args.out)
     rows = json.loads(out.read_text())["rows"] if out.exists() else []
-    for model in args.models:
-        default_epochs, params = SETTINGS.get(model.split("@")[0], (10, dict(_COMMON)))
-        params = {**params, **overrides.get(model, {})}
-        for seed in args.seeds:
-            row = run_one(model, seed, args.dataset, args.data_dir, params,
-                          int(epochs.get(model, default_epochs)))
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
-                                       "rows": rows}, indent=1))
-    print(table(rows))
+    rows = sequential_run.run_models(
+        args, lambda model: SETTINGS.get(model.split("@")[0], (10, dict(_COMMON))), rows=rows,
+        run=run_one, render=table)
     out.with_suffix(".md").write_text(table(rows) + "\n")
-
 
 if __name__ == "__main__":
     main()

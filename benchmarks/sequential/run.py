@@ -89,21 +89,31 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", default="{}", help="JSON: model -> epochs")
     parser.add_argument("--out", default="benchmarks/sequential/results.json")
     args = parser.parse_args(argv)
+    rows = run_models(args, lambda model: SETTINGS.get(model, (model, 10, {}))[1:], rows=[])
+    pathlib.Path(args.out).with_suffix(".md").write_text(table(rows) + "\n")
+
+
+def run_models(args: argparse.Namespace, settings, rows: list, run=run_one,
+               render=table) -> list:
+    """Runs every `args.models` x `args.seeds`, saving `args.out` after each run.
+
+    `settings(model)` gives `(default epochs, params)`; `args.params`/`args.epochs` (JSON by
+    model name) override them. Returns all rows (`rows` first) and prints their table.
+    """
     overrides, epochs = json.loads(args.params), json.loads(args.epochs)
-    rows = []
     out = pathlib.Path(args.out)
     for model in args.models:
-        _, default_epochs, params = SETTINGS.get(model, (model, 10, {}))
+        default_epochs, params = settings(model)
         params = {**params, **overrides.get(model, {})}
         for seed in args.seeds:
-            row = run_one(model, seed, args.dataset, args.data_dir, params,
-                          int(epochs.get(model, default_epochs)))
+            row = run(model, seed, args.dataset, args.data_dir, params,
+                      int(epochs.get(model, default_epochs)))
             rows.append(row)
             print(json.dumps(row), flush=True)
             out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
                                        "rows": rows}, indent=1))
-    print(table(rows))
-    out.with_suffix(".md").write_text(table(rows) + "\n")
+    print(render(rows))
+    return rows
 
 
 if __name__ == "__main__":
