@@ -27,7 +27,8 @@ def _inputs(oracle):
         query_signature={"user_id": tf.TensorSpec([None], tf.string)},
         candidate_ids=np.arange(1500, dtype=np.int64) + 1000,
         candidate_embeddings=candidates,
-        sample_queries={"user_id": np.array([u.encode() for u in USERS])})
+        sample_queries={"user_id": np.array([u.encode() for u in USERS[:4]])},
+        tuning_queries={"user_id": np.array([u.encode() for u in USERS])})
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,7 @@ def test_export_writes_a_servable_version(run_dir, tmp_path, capsys, kind):
     assert summary["path"].endswith("/1") and summary["max_k"] == 20
     if kind == "annoy":
         assert summary["tuning"]["reached"] and summary["tuning"]["recall"] >= 0.9
+        assert summary["tuning"]["num_queries"] == len(USERS)  # tuned on tuning_queries
     loaded = tf.saved_model.load(summary["path"])
     out = loaded.signatures["serving_default"](user_id=tf.constant([b"u1", b"u7"]))
     assert out["ids"].shape == (2, 20)

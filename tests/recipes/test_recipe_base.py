@@ -89,6 +89,7 @@ def test_index_inputs_normalises_dtypes():
     ({"candidate_ids": np.array([0.5, 1.5])}, TypeError, "bytes or int64"),
     ({"candidate_embeddings": np.ones((3, 2))}, ValueError, r"\[n=2, dim\]"),
     ({"sample_queries": {}}, ValueError, "user_id"),
+    ({"tuning_queries": {"age": np.array([1])}}, ValueError, "tuning_queries lacks .*user_id"),
     ({"query_signature": {"user_id": "string"}}, TypeError, "TensorSpec"),
     ({"candidate_titles": np.array([b"x"])}, ValueError, "align"),
 ])

@@ -77,11 +77,12 @@ def build_index(inputs, kind: str, k: int = 100, target_recall: float | None = N
         if index.is_exact():
             summary["tuning"] = {"note": "exact index: recall is 1", "recall": 1.0}
         else:
-            report = tune_for_recall(index, inputs.sample_queries, target_recall=target_recall,
-                                     k=min(10, k))
+            queries = (inputs.tuning_queries if inputs.tuning_queries is not None
+                       else inputs.sample_queries)
+            report = tune_for_recall(index, queries, target_recall=target_recall, k=min(10, k))
             keys = ("setting", "recall", "target_recall", "reached", "k")
             summary["tuning"] = {key: report[key] for key in keys}
-            summary["tuning"]["num_queries"] = len(next(iter(inputs.sample_queries.values())))
+            summary["tuning"]["num_queries"] = len(next(iter(queries.values())))
     return index, summary
 
 
@@ -89,21 +90,11 @@ def export_inputs(inputs, kind: str, model_base_path, version: int | None = None
                   target_recall: float | None = None) -> dict:
     """Builds the index for `inputs` and writes `model_base_path/<version>/`."""
     index, summary = build_index(inputs, kind, k=k, target_recall=target_recall)
-    base = pathlib.Path(model_base_path)
-    try:
-        from towerkit.serving import export as serving_export  # pylint: disable=g-import-not-at-top
-    except ImportError:
-        serving_export = None
-    if serving_export is not None:
-        path = serving_export(index, base, version=version, query_signature=inputs.query_signature,
-                              warmup_queries=inputs.sample_queries)
-    else:
-        from towerkit.index import save_index  # pylint: disable=g-import-not-at-top
+    from towerkit.serving import export as serving_export  # pylint: disable=g-import-not-at-top
 
-        if version is None:
-            existing = [int(p.name) for p in base.glob("*") if p.name.isdigit()]
-            version = max(existing, default=0) + 1
-        path = pathlib.Path(save_index(index, base / str(version), inputs.query_signature))
+    path = serving_export(index, pathlib.Path(model_base_path), version=version,
+                          query_signature=inputs.query_signature,
+                          warmup_queries=inputs.sample_queries)
     summary["path"] = str(path)
     summary["custom_ops"] = list(index.custom_ops)
     return summary

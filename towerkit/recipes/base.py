@@ -53,6 +53,9 @@ class IndexInputs:
       sample_queries: dict[str, np.ndarray]. A few real queries (same keys as
         `query_signature`) for warmup and checks.
       candidate_titles: Optional np.ndarray `[n]` of display titles aligned with `candidate_ids`.
+      tuning_queries: Optional dict[str, np.ndarray]. Held-out real queries (same keys as
+        `query_signature`, a few hundred) on which `towerkit export --target-recall` tunes an
+        ANN index against exact search; `sample_queries` when not given.
     """
 
     query_model: Any
@@ -61,6 +64,7 @@ class IndexInputs:
     candidate_embeddings: np.ndarray
     sample_queries: dict
     candidate_titles: Optional[np.ndarray] = None
+    tuning_queries: Optional[dict] = None
 
     def __post_init__(self):
         ids = np.asarray(self.candidate_ids)
@@ -81,9 +85,12 @@ class IndexInputs:
         for name, spec in self.query_signature.items():
             if not isinstance(spec, tf.TensorSpec):
                 raise TypeError(f"query_signature[{name!r}] must be a tf.TensorSpec, got {spec!r}.")
-        missing = set(self.query_signature) - set(self.sample_queries)
-        if missing:
-            raise ValueError(f"sample_queries lacks the query features {sorted(missing)}.")
+        for field in ("sample_queries", "tuning_queries"):
+            queries = getattr(self, field)
+            missing = set(self.query_signature) - set(queries if queries is not None else
+                                                      self.query_signature)
+            if missing:
+                raise ValueError(f"{field} lacks the query features {sorted(missing)}.")
         if self.candidate_titles is not None and len(self.candidate_titles) != len(ids):
             raise ValueError("candidate_titles must align with candidate_ids (same length).")
         self.candidate_ids = ids

@@ -337,22 +337,30 @@ class SequentialRecipe(Recipe):
                 if n in getattr(model.query_tower, "side_embeddings", {})]
         vocabularies = {n: protocol.sequences.user_feature_vocabularies[n] for n in used}
         query_model = ServingQueryModel(protocol.item_ids[1:], model, length, vocabularies)
-        test = protocol.split("test")
-        sample = {"history": protocol.item_ids[test.history[:8]].astype(bytes),
-                  "history_length": test.history_length[:8].astype(np.int32)}
         signature = {"history": tf.TensorSpec([None, length], tf.string, name="history"),
                      "history_length": tf.TensorSpec([None], tf.int32, name="history_length")}
-        for name, vocab in vocabularies.items():
-            # Raw TFDS values as int64 (age bucket, gender 0/1, occupation label).
-            sample[name] = vocab[test.features[name][:8] - 1].astype(np.int64)
+        for name in vocabularies:
             signature[name] = tf.TensorSpec([None], tf.int64, name=name)
+
+        def queries(split, rows: slice) -> dict:
+            """Raw serving inputs of the held-out users `rows` of `split`."""
+            out = {"history": protocol.item_ids[split.history[rows]].astype(bytes),
+                   "history_length": split.history_length[rows].astype(np.int32)}
+            for name, vocab in vocabularies.items():
+                # Raw TFDS values as int64 (age bucket, gender 0/1, occupation label).
+                out[name] = vocab[split.features[name][rows] - 1].astype(np.int64)
+            return out
+
+        sample = queries(protocol.split("test"), slice(0, 8))
+        tuning = queries(protocol.split("valid"), slice(None))
         titles = protocol.sequences.item_titles
         return IndexInputs(
             query_model=query_model, query_signature=signature,
             candidate_ids=protocol.item_ids[1:].astype(bytes),
             candidate_embeddings=model.candidates().numpy()[1:],
             sample_queries=sample,
-            candidate_titles=titles[1:].astype(bytes) if titles is not None else None)
+            candidate_titles=titles[1:].astype(bytes) if titles is not None else None,
+            tuning_queries=tuning)
 
 
 @register_recipe

@@ -318,15 +318,16 @@ class TwoTowerRecipe(Recipe):
         data = _Data(config)
         query_tower, candidate_tower = self._load_towers(run_dir, data, params)
         query_keys = QUERY_FEATURES[params["features"]]
-        test = data.split("test")
+        test_queries = _tensor_dict(data.split("test"), query_keys)
         return IndexInputs(
             query_model=query_tower,
             query_signature={k: tf.TensorSpec([None], _DTYPES[k], name=k) for k in query_keys},
             candidate_ids=data.candidate_ids,
             candidate_embeddings=_embed(
                 candidate_tower, data.candidate_features(CANDIDATE_FEATURES[params["features"]])),
-            sample_queries={k: v[:8] for k, v in _tensor_dict(test, query_keys).items()},
+            sample_queries={k: v[:8] for k, v in test_queries.items()},
             candidate_titles=data.candidate_titles,
+            tuning_queries={k: v[8:508] for k, v in test_queries.items()},
         )
 
 
