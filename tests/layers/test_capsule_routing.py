@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import towerkit  # noqa: F401  (legacy Keras switch)
 from towerkit.layers import CapsuleRouting, interest_count, squash
+from towerkit.layers.capsule_routing import l2_or_none
 
 
 def _np_squash(z):
@@ -195,3 +196,21 @@ def test_config_and_savedmodel_round_trip(tmp_path):
     out, out_active = loaded([e, mask], training=False)
     np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-6)
     np.testing.assert_array_equal(out_active.numpy(), expected_active.numpy())
+
+
+def test_kernel_regularizer_adds_weight_decay_to_losses_and_round_trips():
+    layer = CapsuleRouting(2, transform="per_position", initial_logits="zeros", max_length=6,
+                           kernel_regularizer=l2_or_none(0.01))
+    e, mask = _inputs()
+    layer(e, mask=mask, training=True)
+    # Hand-derived: L2(0.01) adds 0.01 * sum(W^2) over all 6 x 2 x 5 x 5 entries of W.
+    expected = 0.01 * np.sum(layer.kernel.numpy() ** 2)
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(layer.losses[0].numpy(), expected, rtol=1e-6)
+    clone = CapsuleRouting.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    assert clone.kernel_regularizer.l2 == pytest.approx(0.01)
+    # No decay: no regularizer, no extra loss.
+    assert l2_or_none(0.0) is None
+    with pytest.raises(ValueError, match="weight_decay"):
+        l2_or_none(-1e-3)

@@ -17,7 +17,8 @@ from towerkit.cli.main import main
 from towerkit.data.sequential_protocol import SequentialProtocol
 from towerkit.evaluation import evaluate_topn, top_n_items
 from towerkit.index import BruteForce
-from towerkit.recipes import load_run
+from towerkit.recipes import get_recipe, load_run
+from towerkit.recipes.multi_interest import BestEpoch
 from towerkit.serving import export
 
 MODELS = ("mind", "comirec_dr", "comirec_sa")
@@ -140,3 +141,67 @@ def test_exported_multi_interest_index_matches_in_process_merge(model, runs, pro
     best = np.einsum("bkd,nd->bkn", queries, table).max(1)
     np.testing.assert_allclose(out["scores"].numpy(),
                                np.take_along_axis(best, expected, axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_best_epoch_stops_after_patience_and_restores_the_best_weights():
+    # Valid scores 0.1, 0.3, 0.2, 0.25, 0.4 with patience 2: epoch 2 is the best, epochs 3 and 4
+    # do not beat it, so training stops after epoch 4 and epoch 2's weights come back.
+    scores = iter([0.1, 0.3, 0.2, 0.25, 0.4])
+    stopper = BestEpoch(lambda: next(scores), patience=2)
+    seen = []
+    record = tf.keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append(model.get_weights()))
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(3,))])
+    model.compile(tf.keras.optimizers.SGD(0.1), "mse")
+    x, y = np.random.default_rng(0).normal(size=(32, 3)), np.ones((32, 1))
+    history = model.fit(x, y, epochs=5, verbose=0, callbacks=[record, stopper])
+    assert len(history.history["loss"]) == 4
+    assert stopper.best_epoch == 2 and stopper.best_score == 0.3
+    assert stopper.scores == [0.1, 0.3, 0.2, 0.25]
+    for restored, best in zip(model.get_weights(), seen[1]):
+        np.testing.assert_array_equal(restored, best)
+    assert not np.allclose(seen[1][0], seen[3][0])
+    with pytest.raises(ValueError, match="patience"):
+        BestEpoch(lambda: 0.0, patience=0)
+
+
+@pytest.mark.parametrize("model", ["mind", "comirec_dr"])
+def test_weight_decay_adds_the_hand_computed_penalty_to_the_loss(model, protocol):
+    recipe = get_recipe(model)()
+    batch = next(iter(protocol.train_dataset(64, seed=0)))
+    losses = {}
+    for decay in (0.0, 1e-3):
+        params = recipe.resolve_params({"params": {
+            "embedding_dim": 16, "num_interests": 4, "l2_normalize": True, "temperature": 0.1,
+            "weight_decay": decay}})
+        tf.keras.utils.set_random_seed(0)
+        trained = recipe.build_model(params, protocol)
+        trained.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
+        losses[decay] = trained.evaluate(tf.data.Dataset.from_tensors(batch), verbose=0,
+                                         return_dict=True)
+        kernel = trained.query_tower.routing.kernel.numpy()
+    # Same seed, same weights: the data loss is unchanged and the total grows by exactly
+    # 1e-3 * sum(kernel^2) (S for MIND, every W_pj for ComiRec-DR).
+    penalty = 1e-3 * np.sum(kernel.astype(np.float64) ** 2)
+    assert losses[0.0]["regularization_loss"] == 0.0
+    assert losses[1e-3]["loss"] == pytest.approx(losses[0.0]["loss"], rel=1e-5)
+    assert losses[1e-3]["regularization_loss"] == pytest.approx(penalty, rel=1e-5)
+    assert losses[1e-3]["total_loss"] == pytest.approx(losses[0.0]["loss"] + penalty, rel=1e-5)
+
+
+def test_early_stopping_through_the_cli_keeps_the_best_valid_epoch(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "comirec_dr", "--dataset", "movielens/100k-ratings",
+                 "--epochs", "3", "--seed", "1", "--out", str(run), "--batch-size", "1024",
+                 "--learning-rate", "0.005", "--embedding-dim", "16", "--early-stopping", "1",
+                 "--weight-decay", "1e-4", "--dropout", "0.1"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    per_epoch = metrics["valid_recall@50_per_epoch"]
+    assert 1 <= len(per_epoch) <= 3
+    assert metrics["best_epoch"] == int(np.argmax(per_epoch)) + 1
+    # The saved weights are the best epoch's: re-scoring the valid users gives its recall.
+    assert metrics["valid_recall@50"] == pytest.approx(max(per_epoch))
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--split", "valid", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["recall@50"] == pytest.approx(max(per_epoch))

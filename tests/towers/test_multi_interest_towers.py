@@ -141,3 +141,36 @@ def test_mind_soft_readout_is_label_aware_attention():
         a = np.exp(2 * s[b, :k] - (2 * s[b, :k]).max())
         a /= a.sum()
         np.testing.assert_allclose(user[b], a @ interests.numpy()[b, :k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["mind", "comirec_dr"])
+def test_weight_decay_penalises_the_routing_transforms(kind):
+    tower = _make(kind, weight_decay=1e-3)
+    tower({"history": HISTORY}, training=True)
+    # Hand-derived: 1e-3 * sum of the squared entries of S (MIND) or of every W_pj (ComiRec-DR);
+    # nothing else is penalised.
+    expected = 1e-3 * np.sum(tower.routing.kernel.numpy() ** 2)
+    assert len(tower.losses) == 1
+    np.testing.assert_allclose(tower.losses[0].numpy(), expected, rtol=1e-6)
+    assert type(tower).from_config(tower.get_config()).weight_decay == 1e-3
+    assert not _make(kind).losses
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_history_dropout_acts_in_training_only(kind):
+    plain, dropped = _make(kind), _make(kind, dropout=0.5)
+    assert dropped.get_config()["dropout"] == 0.5
+    expected = plain({"history": HISTORY}, training=False).numpy()
+    dropped({"history": HISTORY}, training=False)
+    dropped.set_weights(plain.get_weights())
+    # Inference: dropout is the identity.
+    np.testing.assert_array_equal(dropped({"history": HISTORY}, training=False).numpy(), expected)
+    # Training: the embeddings that reach the extractor are masked and rescaled by 1 / (1 - 0.5).
+    embeddings, mask = dropped.embed_history({"history": HISTORY}, training=True)
+    reference, _ = plain.embed_history({"history": HISTORY})
+    e, ref = embeddings.numpy(), reference.numpy()
+    kept = e != 0
+    np.testing.assert_allclose(e[kept], 2.0 * ref[kept], rtol=1e-6)
+    assert 0 < kept[mask.numpy()].mean() < 1
+    with pytest.raises(ValueError, match="dropout"):
+        _make(kind, dropout=1.0)

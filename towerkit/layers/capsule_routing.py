@@ -6,10 +6,21 @@ from typing import Optional
 
 import tensorflow as tf
 
-__all__ = ["CapsuleRouting", "squash", "interest_count"]
+__all__ = ["CapsuleRouting", "squash", "interest_count", "l2_or_none"]
 
 _TRANSFORMS = ("shared", "per_position")
 _INITIAL_LOGITS = ("random_normal", "zeros")
+
+
+def l2_or_none(weight_decay: float):
+    """`tf.keras.regularizers.L2(weight_decay)`, or None for 0 (no penalty, no extra loss).
+
+    Raises:
+      ValueError: for a negative `weight_decay`.
+    """
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}.")
+    return tf.keras.regularizers.L2(float(weight_decay)) if weight_decay > 0 else None
 
 
 def squash(z: tf.Tensor, axis: int = -1) -> tf.Tensor:
@@ -95,6 +106,8 @@ class CapsuleRouting(tf.keras.layers.Layer):
       dynamic_interests: bool. Use MIND's dynamic interest count.
       seed: int. Seed of the fixed inference-time logits.
       kernel_initializer: initializer of `S` / `W`.
+      kernel_regularizer: regularizer of `S` / `W` (e.g. `tf.keras.regularizers.L2(1e-4)`:
+        weight decay on the transforms); its penalty is added to `self.losses`.
 
     Call args:
       inputs: float tensor `[batch, length, input_dim]`. Behaviour embeddings.
@@ -119,7 +132,7 @@ class CapsuleRouting(tf.keras.layers.Layer):
                  transform: str = "shared", initial_logits: str = "random_normal",
                  logit_stddev: float = 1.0, max_length: Optional[int] = None,
                  dynamic_interests: bool = False, seed: int = 0,
-                 kernel_initializer="glorot_normal", **kwargs):
+                 kernel_initializer="glorot_normal", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(num_interests, int) or num_interests < 1:
             raise ValueError(f"num_interests must be a positive int, got {num_interests!r}.")
@@ -148,6 +161,7 @@ class CapsuleRouting(tf.keras.layers.Layer):
         self.dynamic_interests = bool(dynamic_interests)
         self.seed = int(seed)
         self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = tf.keras.regularizers.get(kernel_regularizer)
 
     def build(self, input_shape):
         input_dim = int(input_shape[-1])
@@ -157,7 +171,8 @@ class CapsuleRouting(tf.keras.layers.Layer):
         else:
             shape = [self.max_length, self.num_interests, input_dim, units]
         self.kernel = self.add_weight("kernel", shape=shape,
-                                      initializer=self.kernel_initializer, trainable=True)
+                                      initializer=self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer, trainable=True)
         super().build(input_shape)
 
     def _predictions(self, inputs):
@@ -259,5 +274,7 @@ class CapsuleRouting(tf.keras.layers.Layer):
             "dynamic_interests": self.dynamic_interests,
             "seed": self.seed,
             "kernel_initializer": tf.keras.initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": tf.keras.regularizers.serialize(self.kernel_regularizer)
+            if self.kernel_regularizer is not None else None,
         })
         return config

@@ -43,10 +43,11 @@ class MultiInterestTower(tf.keras.layers.Layer, abc.ABC):
         the candidate side).
       num_interests: int. K.
       readout: LabelAwareAttention or None (hard readout by default).
+      dropout: float. Dropout rate on the history embeddings in training (0 = none).
     """
 
     def __init__(self, item_embedding: tf.keras.layers.Layer, num_interests: int,
-                 readout=None, **kwargs):
+                 readout=None, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(item_embedding, tf.keras.layers.Layer):
             raise TypeError(
@@ -58,9 +59,13 @@ class MultiInterestTower(tf.keras.layers.Layer, abc.ABC):
             readout = LabelAwareAttention(hard=True)
         if not isinstance(readout, LabelAwareAttention):
             raise TypeError(f"readout must be a LabelAwareAttention, got {type(readout).__name__}.")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
         self.item_embedding = item_embedding
         self.num_interests = num_interests
         self.readout = readout
+        self.dropout = float(dropout)
+        self.history_dropout = tf.keras.layers.Dropout(self.dropout, name="history_dropout")
 
     @staticmethod
     def history_of(inputs) -> tf.Tensor:
@@ -84,11 +89,16 @@ class MultiInterestTower(tf.keras.layers.Layer, abc.ABC):
                 "add a batch dimension for a single user.")
         return history
 
-    def embed_history(self, inputs):
-        """`(embeddings [batch, length, dim], mask [batch, length] bool)`; padding rows are 0."""
+    def embed_history(self, inputs, training=None):
+        """`(embeddings [batch, length, dim], mask [batch, length] bool)`; padding rows are 0.
+
+        In training, `dropout` is applied to the embeddings (inputs dropout).
+        """
         history = self.history_of(inputs)
         mask = tf.not_equal(history, 0)
         embeddings = self.item_embedding(history)
+        if self.dropout > 0:
+            embeddings = self.history_dropout(embeddings, training=training)
         return embeddings * tf.cast(mask, embeddings.dtype)[:, :, None], mask
 
     @abc.abstractmethod
@@ -120,6 +130,7 @@ class MultiInterestTower(tf.keras.layers.Layer, abc.ABC):
             "item_embedding": _serialize(self.item_embedding),
             "num_interests": self.num_interests,
             "readout": _serialize(self.readout),
+            "dropout": self.dropout,
         })
         return config
 

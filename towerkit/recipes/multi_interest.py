@@ -22,7 +22,9 @@ They reuse the sequential protocol, training loop, evaluation, top-N dump and se
 from __future__ import annotations
 
 import argparse
-from typing import Optional
+import json
+import pathlib
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -39,7 +41,55 @@ from towerkit.towers.comirec_sa import ComiRecSA
 from towerkit.towers.mind import MIND
 
 __all__ = ["MultiInterestRecipe", "MultiInterestRetrievalModel", "MINDRecipe",
-           "ComiRecDRRecipe", "ComiRecSARecipe", "interest_diagnostics", "list_diversity"]
+           "ComiRecDRRecipe", "ComiRecSARecipe", "BestEpoch", "interest_diagnostics",
+           "list_diversity"]
+
+
+class BestEpoch(tf.keras.callbacks.Callback):
+    """Early stopping on a validation score that keeps the best epoch's weights.
+
+    After each epoch `score()` (higher is better, e.g. recall@50 of the valid users) is
+    computed; the weights of the best epoch so far are kept in memory. Training stops once
+    `patience` epochs in a row have not improved on the best, and the best weights are restored
+    when training ends (also when it ran all its epochs). Ties keep the earlier epoch.
+
+    Args:
+      score: callable `() -> float`, evaluated on `self.model` as it stands.
+      patience: int >= 1. Epochs without improvement before stopping.
+
+    Attributes:
+      best_epoch: int. 1-based epoch whose weights were restored (0 before training).
+      best_score: float. Its score.
+      scores: list of float. The score after each epoch.
+    """
+
+    def __init__(self, score: Callable[[], float], patience: int):
+        super().__init__()
+        if not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be a positive int, got {patience!r}.")
+        self.score = score
+        self.patience = patience
+        self.best_epoch, self.best_score, self.scores = 0, float("-inf"), []
+        self._best_weights = None
+
+    def on_train_begin(self, logs=None):
+        self.best_epoch, self.best_score, self.scores = 0, float("-inf"), []
+        self._best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = float(self.score())
+        self.scores.append(value)
+        if logs is not None:
+            logs["valid_score"] = value
+        if value > self.best_score:
+            self.best_epoch, self.best_score = epoch + 1, value
+            self._best_weights = self.model.get_weights()
+        elif epoch + 1 - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self._best_weights is not None:
+            self.model.set_weights(self._best_weights)
 
 
 class MultiInterestRetrievalModel(SequentialRetrievalModel):
@@ -47,7 +97,14 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
 
     `query` returns the interests `[batch, num_interests, dim]` (retrieval); `compute_loss`
     reads one vector per target with `query_tower.training_vector` and feeds it to the task.
+    `fit_callbacks` (empty by default) are added to every `fit` call: the recipe puts
+    its early stopping there.
     """
+
+    fit_callbacks: tuple = ()
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        return super().fit(*args, callbacks=[*(callbacks or []), *self.fit_callbacks], **kwargs)
 
     def compute_loss(self, features, training: bool = False) -> tf.Tensor:
         table = self.candidates()
@@ -132,7 +189,9 @@ class MultiInterestRecipe(SequentialRecipe):
     Flags on top of the sequential ones: `--num-interests` (K, default 4),
     `--aggregation-diversity` (lambda of the controllable aggregation used by `evaluate`,
     default 0 = plain max-merge), `--no-l2-normalize` (cosine scores with `--temperature 0.1`
-    are the default here), and the model's own flags.
+    are the default here), `--dropout` (on the history embeddings), `--early-stopping N`
+    (`--epochs` becomes a maximum: stop after N epochs without a better valid recall@50 and
+    keep the best epoch's weights; 0 = off), and the model's own flags.
     """
 
     @classmethod
@@ -145,6 +204,11 @@ class MultiInterestRecipe(SequentialRecipe):
         parser.add_argument("--num-interests", type=int, default=4)
         parser.add_argument("--aggregation-diversity", type=float, default=0.0,
                             help="lambda of ComiRec's controllable aggregation in evaluate")
+        parser.add_argument("--dropout", type=float, default=0.0,
+                            help="dropout rate on the history embeddings in training")
+        parser.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
+                            help="stop after PATIENCE epochs without a better valid recall@50 "
+                                 "and keep the best epoch's weights (0 = off)")
         cls.add_model_arguments(parser)
 
     @classmethod
@@ -161,7 +225,28 @@ class MultiInterestRecipe(SequentialRecipe):
         model = MultiInterestRetrievalModel(tower, items, self.build_task(params, protocol),
                                             l2_normalize=bool(params["l2_normalize"]))
         model.query({k: tf.constant(v[:2]) for k, v in protocol.split("valid").features.items()})
+        patience = int(params.get("early_stopping", 0))
+        if patience < 0:
+            raise ValueError(f"--early-stopping must be >= 0 (0 = off), got {patience}.")
+        if patience > 0:
+            self.early_stopping = BestEpoch(
+                lambda: _metrics(protocol, "valid", self.top_n(model, protocol, "valid"))[
+                    f"recall@{TOP_N}"], patience)
+            model.fit_callbacks = [self.early_stopping]
         return model
+
+    def train(self, config: dict, run_dir) -> dict:
+        """`SequentialRecipe.train`; with `--early-stopping` the metrics add `best_epoch` and
+        `valid_recall@50_per_epoch` (`train_seconds` then includes the per-epoch valid scoring).
+        """
+        self.early_stopping = None
+        metrics = super().train(config, run_dir)
+        if self.early_stopping is not None:
+            metrics["best_epoch"] = self.early_stopping.best_epoch
+            metrics[f"valid_recall@{TOP_N}_per_epoch"] = self.early_stopping.scores
+            (pathlib.Path(run_dir) / "metrics.json").write_text(
+                json.dumps(metrics, indent=2, sort_keys=True))
+        return metrics
 
     def _aggregation(self, protocol: SequentialProtocol, diversity: float):
         genres = protocol.sequences.item_genres
@@ -231,6 +316,8 @@ class MINDRecipe(MultiInterestRecipe):
                             help="train with the argmax interest (p -> inf)")
         parser.add_argument("--routing-iterations", type=int, default=3)
         parser.add_argument("--logit-stddev", type=float, default=1.0)
+        parser.add_argument("--weight-decay", type=float, default=0.0,
+                            help="L2 penalty on the shared bilinear map S")
 
     def build_query_tower(self, params, protocol, item_embedding):
         units = [int(u) for u in str(params.get("hidden_units", "256")).split(",") if u.strip()]
@@ -238,6 +325,8 @@ class MINDRecipe(MultiInterestRecipe):
                     hidden_units=units,
                     routing_iterations=int(params.get("routing_iterations", 3)),
                     logit_stddev=float(params.get("logit_stddev", 1.0)),
+                    weight_decay=float(params.get("weight_decay", 0.0)),
+                    dropout=float(params.get("dropout", 0.0)),
                     readout=_readout(params), seed=0)
 
 
@@ -250,11 +339,15 @@ class ComiRecDRRecipe(MultiInterestRecipe):
     @classmethod
     def add_model_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--routing-iterations", type=int, default=3)
+        parser.add_argument("--weight-decay", type=float, default=0.0,
+                            help="L2 penalty on the per-(position, interest) transforms W")
 
     def build_query_tower(self, params, protocol, item_embedding):
         return ComiRecDR(item_embedding, num_interests=int(params.get("num_interests", 4)),
                          max_length=protocol.max_history,
-                         routing_iterations=int(params.get("routing_iterations", 3)))
+                         routing_iterations=int(params.get("routing_iterations", 3)),
+                         weight_decay=float(params.get("weight_decay", 0.0)),
+                         dropout=float(params.get("dropout", 0.0)))
 
 
 @register_recipe
@@ -271,4 +364,5 @@ class ComiRecSARecipe(MultiInterestRecipe):
     def build_query_tower(self, params, protocol, item_embedding):
         return ComiRecSA(item_embedding, num_interests=int(params.get("num_interests", 4)),
                          max_length=protocol.max_history,
-                         hidden_units=params.get("attention_units"))
+                         hidden_units=params.get("attention_units"),
+                         dropout=float(params.get("dropout", 0.0)))

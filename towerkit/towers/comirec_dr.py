@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from towerkit.layers.capsule_routing import CapsuleRouting
+from towerkit.layers.capsule_routing import CapsuleRouting, l2_or_none as _l2
 from towerkit.layers.multi_interest_tower import MultiInterestTower
 
 __all__ = ["ComiRecDR"]
@@ -30,6 +30,11 @@ class ComiRecDR(MultiInterestTower):
       num_interests: int. K.
       max_length: int. Longest history fed (one `W` per position).
       routing_iterations: int. 3 in the paper.
+      weight_decay: float. L2 penalty `weight_decay * sum(W^2)` on the routing transforms,
+        added to the training loss (`self.losses`); 0 = none. The paper trains without it,
+        but its `K * max_length` matrices overfit MovieLens 100k (see the recipe).
+      readout: LabelAwareAttention or None (argmax readout by default).
+      dropout: float. Dropout rate on the history embeddings in training.
 
     Call args:
       inputs: dict with `"history"` `[batch, length <= max_length]` int item indices (0 = pad).
@@ -47,21 +52,24 @@ class ComiRecDR(MultiInterestTower):
     """
 
     def __init__(self, item_embedding, num_interests: int = 4, max_length: int = 20,
-                 routing_iterations: int = 3, readout=None, **kwargs):
+                 routing_iterations: int = 3, weight_decay: float = 0.0, readout=None,
+                 **kwargs):
         super().__init__(item_embedding, num_interests, readout=readout, **kwargs)
         self.max_length = max_length
         self.routing_iterations = routing_iterations
+        self.weight_decay = float(weight_decay)
         self.routing = CapsuleRouting(num_interests, iterations=routing_iterations,
                                       transform="per_position", initial_logits="zeros",
                                       max_length=max_length, dynamic_interests=False,
-                                      name="routing")
+                                      kernel_regularizer=_l2(self.weight_decay), name="routing")
 
     def interests(self, inputs, training=None):
-        embeddings, mask = self.embed_history(inputs)
+        embeddings, mask = self.embed_history(inputs, training=training)
         return self.routing(embeddings, mask=mask, training=training)
 
     def get_config(self):
         config = super().get_config()
         config.update({"max_length": self.max_length,
-                       "routing_iterations": self.routing_iterations})
+                       "routing_iterations": self.routing_iterations,
+                       "weight_decay": self.weight_decay})
         return config

@@ -29,6 +29,8 @@ class ComiRecSA(MultiInterestTower):
       num_interests: int. K.
       max_length: int. Longest history fed (one position embedding per slot).
       hidden_units: int or None. Width of `W1` (default 4 * dim, as in the paper).
+      readout: LabelAwareAttention or None (argmax readout by default).
+      dropout: float. Dropout rate on the history embeddings in training.
 
     Call args:
       inputs: dict with `"history"` `[batch, length <= max_length]` int item indices (0 = pad).
@@ -66,18 +68,18 @@ class ComiRecSA(MultiInterestTower):
             initializer=tf.keras.initializers.RandomNormal(stddev=0.02))
         super().build(input_shape)
 
-    def _sequence(self, inputs):
+    def _sequence(self, inputs, training=None):
         """`(H [batch, length, dim], mask)`: item + position embeddings, 0 on padding."""
         if self.position_embedding is None:
             self.build(None)
-        embeddings, mask = self.embed_history(inputs)
+        embeddings, mask = self.embed_history(inputs, training=training)
         positions = tf.maximum(tf.cumsum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
         positions = tf.minimum(positions, self.max_length - 1)
         valid = tf.cast(mask, embeddings.dtype)[:, :, None]
         return embeddings + tf.gather(self.position_embedding, positions) * valid, mask
 
     def interests(self, inputs, training=None):
-        h, mask = self._sequence(inputs)
+        h, mask = self._sequence(inputs, training=training)
         interests = self.attention(h, mask=mask)
         return interests, tf.ones([tf.shape(interests)[0], self.num_interests], tf.bool)
 

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from towerkit.layers.capsule_routing import CapsuleRouting
+from towerkit.layers.capsule_routing import CapsuleRouting, l2_or_none as _l2
 from towerkit.layers.label_aware_attention import LabelAwareAttention
 from towerkit.layers.multi_interest_tower import MultiInterestTower, _deserialize, _serialize
 
@@ -42,6 +42,10 @@ class MIND(MultiInterestTower):
       hard_readout: bool. Train with the argmax interest instead of soft attention.
       profile_embedding: optional Keras layer mapping the input dict to `[batch, profile_dim]`.
       seed: int. Seed of the fixed inference-time routing logits.
+      weight_decay: float. L2 penalty `weight_decay * sum(S^2)` on the bilinear map, added to
+        the training loss (`self.losses`); 0 = none.
+      readout: LabelAwareAttention or None (built from `p` / `hard_readout` when None).
+      dropout: float. Dropout rate on the history embeddings in training.
 
     Call args:
       inputs: dict with `"history"` `[batch, length]` int item indices (0 = padding), plus what
@@ -66,7 +70,7 @@ class MIND(MultiInterestTower):
                  hidden_units: Sequence[int] = (256,), output_activation: Optional[str] = None,
                  routing_iterations: int = 3, logit_stddev: float = 1.0, p: float = 1.0,
                  hard_readout: bool = False, profile_embedding=None, seed: int = 0,
-                 readout=None, **kwargs):
+                 weight_decay: float = 0.0, readout=None, **kwargs):
         if readout is None:
             readout = LabelAwareAttention(p=p, hard=hard_readout)
         super().__init__(item_embedding, num_interests, readout=readout, **kwargs)
@@ -79,10 +83,12 @@ class MIND(MultiInterestTower):
         self.logit_stddev = float(logit_stddev)
         self.profile_embedding = profile_embedding
         self.seed = int(seed)
+        self.weight_decay = float(weight_decay)
         self.routing = CapsuleRouting(num_interests, iterations=routing_iterations,
                                       transform="shared", initial_logits="random_normal",
                                       logit_stddev=logit_stddev, dynamic_interests=True,
-                                      seed=seed, name="routing")
+                                      seed=seed, kernel_regularizer=_l2(self.weight_decay),
+                                      name="routing")
         self.hidden = [tf.keras.layers.Dense(u, activation="relu", name=f"hidden_{i}")
                        for i, u in enumerate(self.hidden_units)]
         self._output_units = None
@@ -100,7 +106,7 @@ class MIND(MultiInterestTower):
     def interests(self, inputs, training=None):
         if self.projection is None:
             self.build(None)
-        embeddings, mask = self.embed_history(inputs)
+        embeddings, mask = self.embed_history(inputs, training=training)
         capsules, interest_mask = self.routing(embeddings, mask=mask, training=training)
         x = capsules
         if self.profile_embedding is not None:
@@ -120,5 +126,6 @@ class MIND(MultiInterestTower):
             "logit_stddev": self.logit_stddev,
             "profile_embedding": _serialize(self.profile_embedding),
             "seed": self.seed,
+            "weight_decay": self.weight_decay,
         })
         return config
