@@ -2,7 +2,13 @@
 
 Usage:
   python benchmarks/sequential/tune.py youtube_dnn 12 '{"loss": "sampled", "num_negatives": 500}'
-Prints, after each epoch, the training loss and Recall@20/50 of the valid users.
+  python benchmarks/sequential/tune.py comirec_dr 8 \
+      '{"l2_normalize": true, "temperature": 0.1, "weight_decay": 1e-3}'
+Prints, after each epoch, the training loss (of the epoch's last batch, without the weight-decay
+penalty) and Recall@20/50 of the valid users; `"seed"` in the JSON picks the seed (default 0).
+Params not given take `SequentialRecipe.resolve_params`'s defaults (raw dot products,
+temperature 1), not the CLI defaults of a recipe: give the multi-interest recipes'
+`"l2_normalize": true, "temperature": 0.1` explicitly. Test users are never scored here.
 """
 
 import json
