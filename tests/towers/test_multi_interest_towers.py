@@ -174,3 +174,18 @@ def test_history_dropout_acts_in_training_only(kind):
     assert 0 < kept[mask.numpy()].mean() < 1
     with pytest.raises(ValueError, match="dropout"):
         _make(kind, dropout=1.0)
+
+
+def test_comirec_dr_kernel_initializer_is_configurable_and_round_trips():
+    # The authors' code draws W from N(0, 1); the default Glorot normal over the whole
+    # [max_length, K, dim, dim] tensor has stddev sqrt(2 / (2 * 9 * 4 * 8)) = 0.059 here.
+    reference = _make("comirec_dr", kernel_initializer=tf.keras.initializers.RandomNormal(
+        stddev=1.0, seed=3))
+    config = reference.get_config()
+    assert config["kernel_initializer"]["config"]["stddev"] == 1.0
+    assert ComiRecDR.from_config(config).get_config() == config
+    default = _make("comirec_dr")
+    for tower in (reference, default):
+        tower({"history": HISTORY}, training=False)
+    assert reference.routing.kernel.numpy().std() == pytest.approx(1.0, rel=0.05)
+    assert default.routing.kernel.numpy().std() == pytest.approx((2 / 576) ** 0.5, rel=0.15)

@@ -341,11 +341,19 @@ class ComiRecDRRecipe(MultiInterestRecipe):
         parser.add_argument("--routing-iterations", type=int, default=3)
         parser.add_argument("--weight-decay", type=float, default=0.0,
                             help="L2 penalty on the per-(position, interest) transforms W")
+        parser.add_argument("--routing-init-stddev", type=float, default=0.0,
+                            help="draw W from N(0, stddev^2) (the authors' code: 1.0); "
+                                 "0 = Glorot normal over the whole W tensor")
 
     def build_query_tower(self, params, protocol, item_embedding):
+        stddev = float(params.get("routing_init_stddev", 0.0))
+        if stddev < 0:
+            raise ValueError(f"--routing-init-stddev must be >= 0, got {stddev}.")
         return ComiRecDR(item_embedding, num_interests=int(params.get("num_interests", 4)),
                          max_length=protocol.max_history,
                          routing_iterations=int(params.get("routing_iterations", 3)),
+                         kernel_initializer=(tf.keras.initializers.RandomNormal(stddev=stddev)
+                                             if stddev > 0 else "glorot_normal"),
                          weight_decay=float(params.get("weight_decay", 0.0)),
                          dropout=float(params.get("dropout", 0.0)))
 
