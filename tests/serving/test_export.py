@@ -34,7 +34,7 @@ def _annoy(query_model, toy):
 def _portable(query_model, toy):
     from towerkit.index import PortableIndex
 
-    return PortableIndex(query_model, k=toy.MAX_K, num_leaves=4, leaves_to_search=2, reorder=10)
+    return PortableIndex(query_model, k=toy.MAX_K, num_leaves=4, leaves_to_search=2, blocks_to_search=10)
 
 
 @pytest.mark.parametrize("make", [_annoy, _portable], ids=["annoy", "portable"])

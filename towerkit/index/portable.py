@@ -1,4 +1,4 @@
-"""`PortableIndex`: a partitioned, quantized ANN index whose SavedModel uses only stock TF ops."""
+"""`PortableIndex`: a two-level partitioned ANN index whose SavedModel uses only stock TF ops."""
 
 from __future__ import annotations
 
@@ -15,43 +15,47 @@ from towerkit.index.base import Index
 
 _LOG = logging.getLogger("towerkit.index")
 
+_INT_KNOBS = ("num_leaves", "leaves_to_search", "blocks_to_search", "block_size",
+              "training_iterations", "training_sample_size")
 
-def default_portable_settings(num_candidates: int, max_k: int) -> dict:
-    """Settings derived from the catalogue size.
 
-    About `sqrt(n)` leaves (ScaNN's guidance), 8% of them searched (exact IVF scoring reached
-    recall@10 0.95 on the 1M clustered benchmark at about 8%; see `benchmarks/index/RESULTS.md`)
-    and `reorder=0` (exact float32 scoring of the probed leaves on the one-query path).
+def default_portable_settings(num_candidates: int, max_k: int, block_size: int = 32) -> dict:
+    """Search settings derived from the catalogue size.
+
+    About `sqrt(n)` leaves (ScaNN's guidance), 10% of them kept per query, and enough blocks for
+    `4 * max_k` candidates but at least 64 blocks: on the 1M clustered benchmark, 192 of 2,000
+    leaves and 64 blocks of 32 reached recall@10 0.954 (`benchmarks/index/RESULTS.md`). Use
+    `tune(...)` / `target_recall=` to fit a recall target on held-out queries.
 
     Args:
       num_candidates: int. Catalogue size.
       max_k: int. Largest k queried.
+      block_size: int. Candidates per block.
 
     Returns:
-      dict with `num_leaves`, `leaves_to_search`, `reorder`.
+      dict with `num_leaves`, `leaves_to_search`, `blocks_to_search`.
     """
     num_leaves = int(min(max(round(math.sqrt(num_candidates)), 1), 8000))
-    leaves_to_search = min(num_leaves, max(4, int(math.ceil(0.08 * num_leaves))))
-    del max_k  # The settings do not depend on k: probed leaves are scored exactly.
-    return {"num_leaves": num_leaves, "leaves_to_search": leaves_to_search, "reorder": 0}
+    leaves_to_search = min(num_leaves, max(4, int(math.ceil(0.1 * num_leaves))))
+    blocks_to_search = max(64, int(math.ceil(4 * max_k / block_size)))
+    return {"num_leaves": num_leaves, "leaves_to_search": leaves_to_search,
+            "blocks_to_search": blocks_to_search}
 
 
 @tf.keras.utils.register_keras_serializable(package="towerkit")
 class PortableIndex(Index):
-    """Partitioned ANN index (ScaNN's k-means tree + int8 residual codes), stock TF ops only.
+    """Two-level partitioned ANN index (ScaNN's k-means leaves, then blocks), stock TF ops only.
 
-    Built by ScaNN itself: the k-means tree is trained by the `scann` library and its leaf centres
+    Built with ScaNN: the k-means tree is trained by the `scann` library and its leaf centres
     and datapoint -> leaf assignment are read back from the serialized searcher
-    (`towerkit.index.portable_scann`). Search runs in plain TensorFlow (see
-    `towerkit.index.portable_search`): centre scores pick `leaves_to_search` leaves; with one
-    query (batch <= 8) the leaves' rows are gathered and scored (optionally through int8 residual
-    codes, re-scoring the best `reorder` exactly in float32); with a batch, the queries are
-    grouped by the leaf
-    they probe and each touched leaf is scored exactly, once, in a single matmul. By default the
-    one-query path scores the gathered rows exactly too (`reorder=0`, faster in TF than the int8
-    pass, whose `Cast` dominates; see `benchmarks/index/RESULTS.md`). The SavedModel
-    has no custom op, so the stock `tensorflow/serving` image serves it; `scann` is only needed to
-    build.
+    (`towerkit.index.portable_scann`). Every leaf is then split into blocks of `block_size`
+    candidates (k-means inside the leaf). A query scores the leaf centres, keeps
+    `leaves_to_search` leaves, scores the centres of their blocks, keeps `blocks_to_search`
+    blocks and scores their candidates exactly in float32 (`towerkit.index.portable_search`).
+    Leaves and blocks are ranked by `q . centre + weight * |q| * spread`, which favours the
+    wide, large-norm regions where inner-product winners live. The search is one vectorized
+    graph without per-leaf loops, and the SavedModel has no custom op, so the stock
+    `tensorflow/serving` image serves it; `scann` is only needed to build.
 
     Example:
 
@@ -66,24 +70,29 @@ class PortableIndex(Index):
       Guo et al., "Accelerating Large-Scale Inference with Anisotropic Vector Quantization",
       ICML 2020. https://arxiv.org/abs/1908.10396
       Jegou et al., "Product Quantization for Nearest Neighbor Search", TPAMI 2011 (inverted
-      file with residual codes). https://doi.org/10.1109/TPAMI.2010.57
+      file, residual vector quantization). https://doi.org/10.1109/TPAMI.2010.57
+      Babenko and Lempitsky, "The Inverted Multi-Index", CVPR 2012 (finer second-level cells).
     """
 
     def __init__(self, query_model: Optional[tf.keras.Model] = None, k: int = 10,
                  num_leaves: Optional[int] = None, leaves_to_search: Optional[int] = None,
-                 reorder: Optional[int] = None, training_iterations: int = 12,
-                 training_sample_size: Optional[int] = None, avq: Optional[float] = None,
-                 scann_artifacts_dir: Optional[str] = None, name: Optional[str] = None,
-                 **kwargs) -> None:
+                 blocks_to_search: Optional[int] = None, block_size: int = 32,
+                 leaf_spread_weight: float = 1.0, block_spread_weight: float = 2.0,
+                 training_iterations: int = 12, training_sample_size: Optional[int] = None,
+                 avq: Optional[float] = None, scann_artifacts_dir: Optional[str] = None,
+                 name: Optional[str] = None, **kwargs) -> None:
         """Initializes the layer. Knobs left as None are derived from the catalogue size.
 
         Args:
           query_model: Optional Keras model mapping raw query features to embeddings.
           k: int. Maximum (and default) number of results.
           num_leaves: int. k-means leaves (default about sqrt(n)).
-          leaves_to_search: int. Leaves probed per query (default 8% of the leaves).
-          reorder: int. One-query path: 0 (default) scores the probed leaves exactly in float32;
-            > 0 scores their int8 residual codes and re-scores the best `reorder` exactly.
+          leaves_to_search: int. Leaves kept per query (default 10% of the leaves).
+          blocks_to_search: int. Blocks of those leaves scored exactly per query (default
+            `max(64, 4 * k / block_size)`).
+          block_size: int. Candidates per block (default 32).
+          leaf_spread_weight: float >= 0. Weight of `|q| * spread` in the leaf ranking.
+          block_spread_weight: float >= 0. Weight of `|q| * spread` in the block ranking.
           training_iterations: int. ScaNN k-means iterations.
           training_sample_size: int. Points ScaNN trains the centres on (default min(n, 250k)).
           avq: float. ScaNN's anisotropic centre update (None: plain k-means).
@@ -94,19 +103,23 @@ class PortableIndex(Index):
           **kwargs: Passed to `tf.keras.Model`.
 
         Raises:
-          ValueError: if a knob is not a positive integer.
+          ValueError: if a knob is not a positive integer or a weight is negative.
         """
         super().__init__(query_model=query_model, k=k, name=name, **kwargs)
-        for knob, value in (("num_leaves", num_leaves), ("leaves_to_search", leaves_to_search),
-                            ("reorder", reorder), ("training_iterations", training_iterations),
-                            ("training_sample_size", training_sample_size)):
-            low = 0 if knob == "reorder" else 1
-            if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, (int, np.integer)) or value < low):
-                raise ValueError(f"{knob} must be an integer >= {low} or None (derived from the "
-                                 f"catalogue size); got {value!r}.")
+        given = {"num_leaves": num_leaves, "leaves_to_search": leaves_to_search,
+                 "blocks_to_search": blocks_to_search, "block_size": block_size,
+                 "training_iterations": training_iterations,
+                 "training_sample_size": training_sample_size}
+        for knob in _INT_KNOBS:
+            _check_int(knob, given[knob], "or None (derived from the catalogue size)")
+        for knob, value in (("leaf_spread_weight", leaf_spread_weight),
+                            ("block_spread_weight", block_spread_weight)):
+            _check_weight(knob, value)
         self._requested = {"num_leaves": num_leaves, "leaves_to_search": leaves_to_search,
-                           "reorder": reorder}
+                           "blocks_to_search": blocks_to_search}
+        self._block_size = int(block_size)
+        self._weights = {"leaf_spread_weight": float(leaf_spread_weight),
+                         "block_spread_weight": float(block_spread_weight)}
         self._training_iterations = int(training_iterations)
         self._training_sample_size = training_sample_size
         self._avq = avq
@@ -114,13 +127,12 @@ class PortableIndex(Index):
                                      else os.fspath(scann_artifacts_dir))
         self.settings = None
         self._layout = None
-        self._leaves_to_search = None
-        self._reorder = None
+        self._knobs = None
         self._search_fn = None
 
     def get_config(self) -> dict:
-        config = {"k": self._k, **self._requested,
-                  "training_iterations": self._training_iterations,
+        config = {"k": self._k, **self._requested, "block_size": self._block_size,
+                  **self._weights, "training_iterations": self._training_iterations,
                   "training_sample_size": self._training_sample_size, "avq": self._avq,
                   "scann_artifacts_dir": self._scann_artifacts_dir, "name": self.name}
         if self.query_model is not None:
@@ -136,7 +148,7 @@ class PortableIndex(Index):
 
     def _build(self, candidates: np.ndarray) -> None:
         n = candidates.shape[0]
-        settings = default_portable_settings(n, self._k)
+        settings = default_portable_settings(n, self._k, self._block_size)
         settings.update({key: int(v) for key, v in self._requested.items() if v is not None})
         if self._scann_artifacts_dir is not None:
             partition = portable_scann.read_scann_partition(self._scann_artifacts_dir,
@@ -151,31 +163,39 @@ class PortableIndex(Index):
             if settings["num_leaves"] > n:
                 raise ValueError(f"num_leaves={settings['num_leaves']} is larger than the "
                                  f"catalogue ({n} candidates): use num_leaves <= {n}.")
+            self._progress(f"training {settings['num_leaves']} k-means leaves with ScaNN")
             partition = portable_scann.scann_partition(
                 candidates, settings["num_leaves"], training_sample_size=self._training_sample_size,
                 training_iterations=self._training_iterations, avq=self._avq)
         settings["leaves_to_search"] = min(settings["leaves_to_search"], settings["num_leaves"])
         layout = portable_search.build_layout(candidates, partition.centroids,
-                                              partition.assignment)
-        sizes = np.diff(layout["offsets"])
-        settings["leaf_size_min"], settings["leaf_size_max"] = int(sizes.min()), int(sizes.max())
+                                              partition.assignment, block_size=self._block_size,
+                                              progress=self._progress)
+        sizes = np.bincount(partition.assignment, minlength=settings["num_leaves"])
+        settings.update(block_size=self._block_size, num_blocks=int(layout["blocks"].shape[0]),
+                        leaf_size_min=int(sizes.min()), leaf_size_max=int(sizes.max()),
+                        **self._weights)
+        settings["blocks_to_search"] = min(settings["blocks_to_search"], settings["num_blocks"])
         self._layout = {name: self._add_state(name, value) for name, value in layout.items()}
-        self._leaves_to_search = self._add_state(
-            "leaves_to_search", tf.constant(settings["leaves_to_search"], tf.int32))
-        self._reorder = self._add_state("reorder", tf.constant(settings["reorder"], tf.int32))
+        self._knobs = {
+            "leaves_to_search": self._add_state(
+                "leaves_to_search", tf.constant(settings["leaves_to_search"], tf.int32)),
+            "blocks_to_search": self._add_state(
+                "blocks_to_search", tf.constant(settings["blocks_to_search"], tf.int32)),
+            **{name: self._add_state(name, tf.constant(value, tf.float32))
+               for name, value in self._weights.items()}}
         self.settings = settings
         self._search_fn = None
         _LOG.info("PortableIndex: %s", settings)
 
     def _search(self, queries: tf.Tensor, k):
         if self._search_fn is None:
-            # One traced graph for eager calls and for every caller's graph (the grouped path's
-            # leaf loop must run as a while loop, not as Python).
+            # One traced graph for eager calls and for every caller's graph (the chunk loop of a
+            # large batch must run as a while loop, not as Python).
             @tf.function(input_signature=[tf.TensorSpec([None, self._dim], tf.float32),
                                           tf.TensorSpec([], tf.int32)])
             def search_fn(queries, k):
-                return portable_search.search(self._layout, queries, k, self._leaves_to_search,
-                                              self._reorder)
+                return portable_search.search(self._layout, queries, k, **self._knobs)
             self._search_fn = search_fn
         return self._search_fn(queries, tf.convert_to_tensor(k, tf.int32))
 
@@ -184,47 +204,54 @@ class PortableIndex(Index):
 
     # ------------------------------------------------------------------ tuning
     def set_search_params(self, leaves_to_search: Optional[int] = None,
-                          reorder: Optional[int] = None) -> "PortableIndex":
+                          blocks_to_search: Optional[int] = None,
+                          leaf_spread_weight: Optional[float] = None,
+                          block_spread_weight: Optional[float] = None) -> "PortableIndex":
         """Changes the query-time knobs without rebuilding (used by `target_recall` tuning).
 
         Raises:
-          ValueError: if the index is not built or a knob is not a positive integer.
+          ValueError: if the index is not built, a count is not a positive integer or a weight
+            is negative.
         """
         self._check_built()
-        for knob, value, low in (("leaves_to_search", leaves_to_search, 1),
-                                 ("reorder", reorder, 0)):
-            if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, (int, np.integer)) or value < low):
-                raise ValueError(f"{knob} must be an integer >= {low}; got {value!r}.")
-        if leaves_to_search is not None:
-            self.settings["leaves_to_search"] = int(min(leaves_to_search,
-                                                        self.settings["num_leaves"]))
-            self._leaves_to_search.assign(self.settings["leaves_to_search"])
-        if reorder is not None:
-            self.settings["reorder"] = int(min(reorder, self._num_candidates))
-            self._reorder.assign(self.settings["reorder"])
+        for knob, value, limit in (("leaves_to_search", leaves_to_search, "num_leaves"),
+                                   ("blocks_to_search", blocks_to_search, "num_blocks")):
+            if value is not None:
+                _check_int(knob, value)
+                self.settings[knob] = int(min(value, self.settings[limit]))
+                self._knobs[knob].assign(self.settings[knob])
+        for knob, value in (("leaf_spread_weight", leaf_spread_weight),
+                            ("block_spread_weight", block_spread_weight)):
+            if value is not None:
+                _check_weight(knob, value)
+                self.settings[knob] = float(value)
+                self._knobs[knob].assign(float(value))
         return self
 
     def tuning_grid(self, k: int) -> list:
-        """`leaves_to_search` settings from 1 leaf doubling up to every leaf (cheapest first).
+        """(leaves, blocks) settings in steps of sqrt(2), cheapest estimated cost first.
 
-        Batched calls score probed leaves exactly, so only the leaves matter there; `tune` then
-        picks the one-query path's `reorder` depth as well.
+        Cost estimate: bytes read per query, `leaves * mean blocks per leaf * 4 * dim` for the
+        block centres plus `blocks * block_size * 4 * dim` for the exactly scored candidates.
+        Block counts below `k / block_size` are skipped (they cannot return k results).
         """
         self._check_built()
-        num_leaves = self.settings["num_leaves"]
-        leaves = sorted({min(int(round(2 ** (i / 2))), num_leaves) for i in range(0, 40)})
-        return [{"leaves_to_search": l} for l in leaves]
+        num_leaves, num_blocks = self.settings["num_leaves"], self.settings["num_blocks"]
+        size = self.settings["block_size"]
+        steps = lambda top: sorted({min(int(round(2 ** (i / 2))), top) for i in range(60)})
+        blocks_per_leaf = num_blocks / num_leaves
+        grid = [(leaves * blocks_per_leaf + blocks * size, leaves, blocks)
+                for leaves in steps(num_leaves) for blocks in steps(num_blocks)
+                if blocks * size >= k and blocks <= max(leaves * blocks_per_leaf * 4, 1)]
+        return [{"leaves_to_search": leaves, "blocks_to_search": blocks}
+                for _, leaves, blocks in sorted(grid)]
 
     def tune(self, queries, target_recall: float = 0.95, k: int = 10, reference=None) -> dict:
-        """Sets `leaves_to_search`, then `reorder`, to the cheapest values reaching `target_recall`.
+        """Sets `leaves_to_search` and `blocks_to_search` to the cheapest pair reaching the target.
 
-        Leaves: `towerkit.index.tune_for_recall` over `tuning_grid` (batches of 256 queries,
-        exact scoring of the probed leaves). Reorder depth (int8 indexes, `reorder > 0`, only):
-        the smallest of `k, 2k, 5k, 10k, 20k, 50k, 100k` whose one-query path (batches of
-        `portable_search.GROUPED_MIN_BATCH`) reaches the target too (or loses at most 0.005
-        recall against the batched path when the target was not reached). The one-query recall
-        is measured and reported in both cases.
+        `towerkit.index.tune_for_recall` over `tuning_grid` (cheapest estimated cost first,
+        batches of 256 queries), then the recall of the chosen setting one query at a time,
+        which must agree (the search graph is the same for every batch size).
 
         Args:
           queries: held-out query features or embeddings (not the candidates).
@@ -233,30 +260,30 @@ class PortableIndex(Index):
           reference: exact index; a `BruteForce` over the same candidates by default.
 
         Returns:
-          dict with `setting` (`leaves_to_search`, `reorder`), `recall` (batched),
-          `one_query_recall`, `target_recall`, `reached`, `k` and `tried`.
+          dict with `setting` (`leaves_to_search`, `blocks_to_search`), `recall` (batched),
+          `one_query_recall` (on up to 100 of the queries), `target_recall`, `reached`, `k` and
+          `tried`.
         """
         from towerkit.index import recall as recall_lib  # pylint: disable=g-import-not-at-top
 
         reference = reference or recall_lib.exact_reference(self, k)
         report = recall_lib.tune_for_recall(self, queries, target_recall, k, reference)
-        goal = target_recall if report["reached"] else report["recall"] - 0.005
-        small = portable_search.GROUPED_MIN_BATCH
-        tried = []
-        # reorder=0 (exact scoring of the probed leaves) stays 0: the one-query path then returns
-        # what the batched path returns. Only an int8 index (reorder > 0) tunes its depth.
-        depths = [0] if self.settings["reorder"] == 0 else sorted(
-            {min(max(m * k, k), self._num_candidates) for m in (1, 2, 5, 10, 20, 50, 100)})
-        for depth in depths:
-            self.set_search_params(reorder=depth)
-            one = recall_lib.recall_at_k(self, queries, reference, k=k, batch_size=small)
-            tried.append({"setting": {"reorder": depth}, "recall": one})
-            if one >= goal:
-                break
-        report["tried"] += tried
-        report["setting"] = {"leaves_to_search": self.settings["leaves_to_search"],
-                             "reorder": self.settings["reorder"]}
-        report["one_query_recall"] = tried[-1]["recall"]
-        report["reached"] = bool(report["reached"] and tried[-1]["recall"] >= target_recall)
+        few = (queries[:100] if not isinstance(queries, dict)
+               else {key: value[:100] for key, value in queries.items()})
+        report["one_query_recall"] = recall_lib.recall_at_k(self, few, reference, k=k,
+                                                            batch_size=1)
         _LOG.info("PortableIndex tuned: %s", report["setting"])
         return report
+
+
+def _check_int(knob: str, value, extra: str = "") -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                              or value < 1):
+        raise ValueError(f"{knob} must be an integer >= 1{' ' + extra if extra else ''}; "
+                         f"got {value!r}.")
+
+
+def _check_weight(knob: str, value) -> None:
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer))
+            or not np.isfinite(value) or value < 0):
+        raise ValueError(f"{knob} must be a finite number >= 0; got {value!r}.")

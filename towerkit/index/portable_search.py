@@ -1,187 +1,224 @@
-"""Partitioned MIPS search in stock TensorFlow ops (the search core of `PortableIndex`).
+"""Two-level partitioned MIPS search in stock TensorFlow ops (the search core of `PortableIndex`).
 
-Layout (built once by `build_layout`): candidates are sorted by leaf into one flat
-`[n, dim]` float32 tensor plus `offsets [num_leaves + 1]` (leaf `l` is rows
-`offsets[l]:offsets[l + 1]`); no padded `[leaves, max_leaf, dim]` layout. Each row also has an int8
-code of its residual to the leaf centre with a per-row scale, so that
-`q . x ~= q . c_leaf + scale * (q . code)`.
+Layout (built once by `build_layout`, NumPy):
+  * level 1, leaves: the k-means leaves of the partition (ScaNN's), each with a centre and a
+    spread (root-mean-square residual per dimension);
+  * level 2, blocks: every leaf is split into blocks of at most `block_size` candidates (k-means
+    inside the leaf, then sub-clusters laid out along the leaf's main direction and cut into
+    consecutive blocks), each with its own centre and spread. The blocks of leaf `l` are
+    `leaf_blocks[l]:leaf_blocks[l + 1]`; their candidates are stored padded as one
+    `[num_blocks, block_size, dim]` float32 tensor (about 3% padding at 1M), so a block is read
+    with one contiguous copy.
 
-Search, one query (batch <= `GROUPED_MIN_BATCH`, query by query): score the centres, take the top
-`leaves_to_search` leaves, gather their rows and score them exactly in float32 (default,
-`reorder=0`), or gather their int8 codes, score those and re-score the best `reorder` exactly.
-Measured in TF 2.20 on CPU, the float32 path is faster: an int8 -> float32 `Cast` of the gathered
-codes plus the per-leaf offset cost more than gathering 4x the bytes (see
-`benchmarks/index/RESULTS.md`).
-Search, a batch: group the (query, leaf) pairs by leaf and, for every touched leaf, score the
-contiguous float32 block of that leaf against all the queries that probe it in one matmul
-(exact scores, each leaf read once per batch), keep each pair's top k and merge.
+Search (the same vectorized graph for every batch size, no per-leaf loop):
+  1. score the leaf centres, `q . c + leaf_spread_weight * |q| * spread`, and keep the best
+     `leaves_to_search` leaves;
+  2. score the centres of those leaves' blocks the same way and keep the best
+     `blocks_to_search` blocks;
+  3. score the candidates of those blocks exactly (float32) and return the top k.
+The spread term ranks a wide leaf or block above a tight one whose centre scores the same: for
+inner-product search the best candidate of a region lies about `|q| * spread` standard
+deviations above its centre's score, and large-norm candidates live in the wide regions.
+Large batches run in chunks of `CHUNK` queries so that no intermediate tensor grows past a few
+tens of MB (larger ones are page-faulted in on every call by the C allocator).
 
 References:
   Guo et al., "Accelerating Large-Scale Inference with Anisotropic Vector Quantization", ICML 2020,
-  https://arxiv.org/abs/1908.10396 (ScaNN: partition, quantized scoring, exact reordering).
-  Jegou et al., "Product Quantization for Nearest Neighbor Search", TPAMI 2011 (inverted file
-  with residual codes).
+  https://arxiv.org/abs/1908.10396 (ScaNN: k-means tree partition, exact re-scoring).
+  Jegou et al., "Product Quantization for Nearest Neighbor Search", TPAMI 2011 (inverted file,
+  residual vector quantization).
+  Babenko and Lempitsky, "The Inverted Multi-Index", CVPR 2012 (finer second-level cells).
 """
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import numpy as np
 import tensorflow as tf
 
-# At or below this batch size each query takes the gather + int8 path; above it, leaf grouping.
-# (Grouping costs a loop step per touched leaf, which only pays off when leaves are shared.)
-GROUPED_MIN_BATCH = 8
+# Queries per chunk of a large batch (bounds the size of the gathered block tensors).
+CHUNK = 32
 _NEG_INF = float("-inf")
+_KMEANS_ITERATIONS = 6
 
 
-def quantize_residuals(vectors: np.ndarray, centroids: np.ndarray, assignment: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-row int8 codes of `vectors - centroids[assignment]`.
+def split_leaf(points: np.ndarray, block_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Order of one leaf's points such that consecutive runs of `block_size` are tight blocks.
+
+    k-means with `ceil(m / block_size)` centres (a few Lloyd steps from distinct random points),
+    sub-clusters sorted along the first principal direction of their centres, points sorted by
+    (sub-cluster, projection on that direction). Cutting the result into consecutive runs of
+    `block_size` gives blocks that are sub-clusters or the ends of two neighbouring ones, with
+    no padding except in the leaf's last block.
+
+    Args:
+      points: `[m, dim]` float32 points of the leaf.
+      block_size: int >= 1.
+      rng: NumPy generator (initial centres).
 
     Returns:
-      `(codes [n, dim] int8, scales [n] float32)` with `residual ~= scales[:, None] * codes`.
+      `[m]` int64 permutation of `range(m)`.
     """
-    residuals = vectors - centroids[assignment]
-    peak = np.abs(residuals).max(axis=1)
-    scales = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-    codes = np.clip(np.rint(residuals / scales[:, None]), -127, 127).astype(np.int8)
-    return codes, scales
+    m = points.shape[0]
+    if m <= block_size:
+        return np.arange(m, dtype=np.int64)
+    k = int(np.ceil(m / block_size))
+    centres = points[rng.choice(m, k, replace=False)].astype(np.float64)
+    x = points.astype(np.float64)
+    sq = (x * x).sum(1)
+    for _ in range(_KMEANS_ITERATIONS):
+        labels = np.argmin(sq[:, None] - 2.0 * x @ centres.T + (centres * centres).sum(1), axis=1)
+        counts = np.bincount(labels, minlength=k)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, labels, x)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    centred = centres - centres.mean(0)
+    direction = np.linalg.svd(centred, full_matrices=False)[2][0]
+    cluster_rank = np.argsort(np.argsort(centred @ direction, kind="stable"), kind="stable")
+    return np.lexsort((x @ direction, cluster_rank[labels])).astype(np.int64)
 
 
-def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.ndarray
-                 ) -> dict[str, np.ndarray]:
-    """Sorts candidates by leaf and quantizes their residuals.
+def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.ndarray,
+                 block_size: int = 32, seed: int = 0,
+                 progress: Optional[Callable[[str], None]] = None) -> dict[str, np.ndarray]:
+    """Splits every leaf into blocks and lays the candidates out for `search`.
 
     Args:
       embeddings: `[n, dim]` float32 candidates.
       centroids: `[num_leaves, dim]` float32 leaf centres.
       assignment: `[n]` int leaf of every candidate.
+      block_size: int. Candidates per block (the last block of a leaf may hold fewer).
+      seed: int. Seed of the per-leaf k-means initialisation (the layout is deterministic).
+      progress: Optional callable receiving progress messages (about every 10% of the leaves).
 
     Returns:
-      dict of arrays: `centroids [L, dim]`, `vectors [n, dim]` float32 sorted by leaf,
-      `codes [n, dim]` int8 and `scales [n]` float32 (residual codes), `offsets [L + 1]` int64
-      (leaf `l` is sorted rows `offsets[l]:offsets[l + 1]`) and `rows [n]` int64 (original row of
-      each sorted row).
+      dict of arrays: `centroids [L, dim]`, `leaf_spread [L]`, `leaf_blocks [L + 1]` int64,
+      `block_centres [B, dim]`, `block_spread [B]`, `blocks [B, block_size, dim]` float32
+      (zero padding) and `block_rows [B, block_size]` int64 (original candidate row, -1 for
+      padding).
     """
-    num_leaves = centroids.shape[0]
+    embeddings = np.asarray(embeddings, np.float32)
+    centroids = np.asarray(centroids, np.float32)
+    num_leaves, dim = centroids.shape
+    rng = np.random.default_rng(seed)
     order = np.argsort(assignment, kind="stable")
-    sorted_leaves = assignment[order]
-    offsets = np.searchsorted(sorted_leaves, np.arange(num_leaves + 1)).astype(np.int64)
-    vectors = np.ascontiguousarray(embeddings[order], np.float32)
-    codes, scales = quantize_residuals(vectors, centroids, sorted_leaves)
-    return {"centroids": np.asarray(centroids, np.float32), "vectors": vectors, "codes": codes,
-            "scales": scales, "offsets": offsets, "rows": order.astype(np.int64)}
+    bounds = np.searchsorted(assignment[order], np.arange(num_leaves + 1))
+    leaf_blocks = np.zeros(num_leaves + 1, np.int64)
+    leaf_spread = np.zeros(num_leaves, np.float32)
+    row_chunks = []
+    step = max(1, num_leaves // 10)
+    for leaf in range(num_leaves):
+        members = order[bounds[leaf]:bounds[leaf + 1]]
+        if members.size:
+            points = embeddings[members]
+            residual = points - centroids[leaf]
+            leaf_spread[leaf] = np.sqrt((residual * residual).sum(1).mean() / dim)
+            members = members[split_leaf(points, block_size, rng)]
+            padded = -np.ones(-(-members.size // block_size) * block_size, np.int64)
+            padded[:members.size] = members
+            row_chunks.append(padded.reshape(-1, block_size))
+        leaf_blocks[leaf + 1] = leaf_blocks[leaf] + (row_chunks[-1].shape[0] if members.size
+                                                     else 0)
+        if progress is not None and (leaf + 1) % step == 0:
+            progress(f"split {leaf + 1}/{num_leaves} leaves into {leaf_blocks[leaf + 1]} blocks")
+    block_rows = (np.concatenate(row_chunks) if row_chunks
+                  else np.zeros((0, block_size), np.int64))
+    real = block_rows >= 0
+    blocks = np.where(real[..., None], embeddings[np.maximum(block_rows, 0)], 0.0
+                      ).astype(np.float32)
+    counts = real.sum(1).astype(np.float32)
+    block_centres = (blocks.sum(1) / counts[:, None]).astype(np.float32)
+    residual = np.where(real[..., None], blocks - block_centres[:, None], 0.0)
+    block_spread = np.sqrt((residual * residual).sum((1, 2)) / (counts * dim)).astype(np.float32)
+    return {"centroids": centroids, "leaf_spread": leaf_spread, "leaf_blocks": leaf_blocks,
+            "block_centres": block_centres, "block_spread": block_spread, "blocks": blocks,
+            "block_rows": block_rows}
 
 
-def search(layout, queries, k, leaves_to_search, reorder) -> tuple[tf.Tensor, tf.Tensor]:
+def search(layout, queries, k, leaves_to_search, blocks_to_search, leaf_spread_weight=1.0,
+           block_spread_weight=2.0) -> tuple[tf.Tensor, tf.Tensor]:
     """Top-k by inner product over a layout from `build_layout` (arrays, tensors or variables).
 
     Args:
       layout: dict with the keys `build_layout` returns.
       queries: `[batch, dim]` float32.
       k: int32 scalar (Python int or tensor).
-      leaves_to_search: int32 scalar. Leaves probed per query (clipped to the number of leaves).
-      reorder: int32 scalar, one-query path only. 0: score the probed rows exactly in float32;
-        > 0: score their int8 codes and re-score the best `max(reorder, k)` exactly.
+      leaves_to_search: int32 scalar. Leaves kept per query (clipped to the number of leaves).
+      blocks_to_search: int32 scalar. Blocks of those leaves scored exactly per query.
+      leaf_spread_weight: float scalar. Weight of `|q| * spread` in the leaf ranking.
+      block_spread_weight: float scalar. Weight of `|q| * spread` in the block ranking.
 
     Returns:
       `(scores [batch, k] float32, rows [batch, k] int64)`: original candidate rows, best first;
-      `(-inf, -1)` fill the tail when the probed leaves hold fewer than `k` candidates.
+      `(-inf, -1)` fill the tail when the searched blocks hold fewer than `k` candidates.
     """
-    # Read every variable once: the search works on plain tensors. (Mixing a sparse read of a
-    # resource variable with dense reads makes TensorFlow copy the whole variable on each read.)
+    # Read every variable once into a tensor: the search gathers from plain tensors. (A sparse
+    # read of a resource variable mixed with dense reads makes TF copy the variable per read.)
     t = {name: tf.convert_to_tensor(value) for name, value in layout.items()}
     queries = tf.convert_to_tensor(queries, tf.float32)
-    k = tf.cast(k, tf.int32)
+    knobs = (tf.cast(k, tf.int32), tf.cast(leaves_to_search, tf.int32),
+             tf.cast(blocks_to_search, tf.int32), tf.cast(leaf_spread_weight, tf.float32),
+             tf.cast(block_spread_weight, tf.float32))
     batch = tf.shape(queries)[0]
-    probes = tf.minimum(tf.cast(leaves_to_search, tf.int32), tf.shape(t["centroids"])[0])
-    leaf_scores, leaves = tf.math.top_k(tf.matmul(queries, t["centroids"], transpose_b=True),
-                                        probes)
-    reorder = tf.cast(reorder, tf.int32)
-    scores, positions = tf.cond(
-        batch <= GROUPED_MIN_BATCH,
-        lambda: _search_each(t, queries, leaf_scores, leaves, k, reorder),
-        lambda: _search_grouped(t, queries, leaves, k))
-    rows = tf.gather(t["rows"], tf.maximum(positions, 0))
-    return scores, tf.where(positions >= 0, rows, tf.constant(-1, tf.int64))
+    if queries.shape[0] is not None and queries.shape[0] <= CHUNK:
+        return _search_chunk(t, queries, *knobs)
+
+    def chunked():
+        chunks = (batch + CHUNK - 1) // CHUNK
+        scores = tf.TensorArray(tf.float32, size=chunks, infer_shape=False)
+        rows = tf.TensorArray(tf.int64, size=chunks, infer_shape=False)
+        for i in tf.range(chunks):
+            s, r = _search_chunk(t, queries[i * CHUNK:(i + 1) * CHUNK], *knobs)
+            scores = scores.write(i, s)
+            rows = rows.write(i, r)
+        return scores.concat(), rows.concat()
+
+    return tf.cond(batch <= CHUNK, lambda: _search_chunk(t, queries, *knobs), chunked)
 
 
-def _search_one(t, query, leaf_scores, leaves, k, reorder):
-    """One query `[dim]` -> `[k]`: gather the probed leaves' rows and score them.
-
-    `reorder == 0`: exact float32 scores of every gathered row. `reorder > 0`: int8 residual codes
-    first, then the best `max(reorder, k)` re-scored exactly.
-    """
-    starts = tf.gather(t["offsets"], leaves)
-    lengths = tf.gather(t["offsets"], leaves + 1) - starts
-    positions = tf.ragged.range(starts, starts + lengths).flat_values  # [m]
-
-    def exact():
-        return tf.linalg.matvec(tf.gather(t["vectors"], positions), query), positions
-
-    def quantized():
-        codes = tf.cast(tf.gather(t["codes"], positions), tf.float32)
-        cheap = tf.linalg.matvec(codes, query) * tf.gather(t["scales"], positions)
-        cheap += tf.repeat(leaf_scores, lengths)
-        _, best = tf.math.top_k(cheap, tf.minimum(tf.maximum(reorder, k), tf.size(cheap)))
-        candidates = tf.gather(positions, best)
-        return tf.linalg.matvec(tf.gather(t["vectors"], candidates), query), candidates
-
-    scores, candidates = tf.cond(reorder > 0, quantized, exact)
-    scores, top = _top_k_padded(scores[tf.newaxis], candidates[tf.newaxis], k)
-    return scores[0], top[0]
-
-
-def _search_each(t, queries, leaf_scores, leaves, k, reorder):
-    """The one-query path for each query of a small batch (no loop for a single query)."""
-
-    def each():
-        return tf.map_fn(lambda args: _search_one(t, *args, k, reorder),
-                         (queries, leaf_scores, leaves),
-                         fn_output_signature=(tf.TensorSpec([None], tf.float32),
-                                              tf.TensorSpec([None], tf.int64)))
-
-    def single():
-        scores, positions = _search_one(t, queries[0], leaf_scores[0], leaves[0], k, reorder)
-        return scores[tf.newaxis], positions[tf.newaxis]
-
-    return tf.cond(tf.shape(queries)[0] == 1, single, each)
-
-
-def _search_grouped(t, queries, leaves, k):
-    """Exact scores, one matmul per touched leaf against the queries that probe it."""
-    vectors, offsets = t["vectors"], t["offsets"]
-    probes = tf.shape(leaves)[1]
-    pair_leaf = tf.reshape(leaves, [-1])  # pair p = query * probes + j
-    order = tf.argsort(pair_leaf, stable=True)
-    touched, _, counts = tf.unique_with_counts(tf.gather(pair_leaf, order))
-    ends = tf.cumsum(counts)
-    starts = ends - counts
-    num_touched = tf.size(touched)
-    out_scores = tf.TensorArray(tf.float32, size=num_touched, infer_shape=False)
-    out_positions = tf.TensorArray(tf.int64, size=num_touched, infer_shape=False)
-    for i in tf.range(num_touched):
-        first, last = offsets[touched[i]], offsets[touched[i] + 1]
-        pairs = order[starts[i]:ends[i]]
-        scores = tf.matmul(tf.gather(queries, pairs // probes), vectors[first:last],
-                           transpose_b=True)  # [queries probing the leaf, leaf size]
-        local = tf.broadcast_to(tf.range(first, last)[tf.newaxis],
-                                tf.shape(scores, out_type=tf.int64))
-        top_scores, top_positions = _top_k_padded(scores, local, k)
-        out_scores = out_scores.write(i, top_scores)
-        out_positions = out_positions.write(i, top_positions)
-    # Rows come out in sorted-pair order; put them back in pair order, then merge per query.
-    back = tf.math.invert_permutation(order)
+def _search_chunk(t, queries, k, leaves_to_search, blocks_to_search, leaf_weight, block_weight):
+    """The three-step search for a batch of at most a few `CHUNK`s of queries."""
     batch = tf.shape(queries)[0]
-    pair_scores = tf.reshape(tf.gather(out_scores.concat(), back), [batch, probes * k])
-    pair_positions = tf.reshape(tf.gather(out_positions.concat(), back), [batch, probes * k])
-    return _top_k_padded(pair_scores, pair_positions, k)
+    dim = tf.shape(queries)[1]
+    norms = tf.norm(queries, axis=1, keepdims=True)  # [b, 1]
+    # 1. Leaves.
+    probes = tf.minimum(leaves_to_search, tf.shape(t["centroids"])[0])
+    leaf_scores = (tf.matmul(queries, t["centroids"], transpose_b=True)
+                   + leaf_weight * norms * t["leaf_spread"][tf.newaxis])
+    _, leaves = tf.math.top_k(leaf_scores, probes)  # [b, probes]
+    # 2. Blocks of those leaves, padded per query with -1.
+    starts = tf.gather(t["leaf_blocks"], leaves)
+    ends = tf.gather(t["leaf_blocks"], leaves + 1)
+    per_query = tf.reduce_sum(ends - starts, axis=1)
+    flat = tf.ragged.range(tf.reshape(starts, [-1]), tf.reshape(ends, [-1])).flat_values
+    candidates = tf.RaggedTensor.from_row_lengths(flat, per_query).to_tensor(default_value=-1)
+    safe = tf.maximum(candidates, 0)
+    coarse = tf.squeeze(tf.matmul(tf.gather(t["block_centres"], safe), queries[:, :, tf.newaxis]),
+                        -1) + block_weight * norms * tf.gather(t["block_spread"], safe)
+    coarse = tf.where(candidates >= 0, coarse, _NEG_INF)
+    searched = tf.minimum(blocks_to_search, tf.shape(coarse)[1])
+    best_coarse, at = tf.math.top_k(coarse, searched)  # [b, searched]
+    chosen = tf.gather(candidates, at, batch_dims=1)
+    usable = tf.logical_and(chosen >= 0, best_coarse > _NEG_INF)
+    chosen = tf.maximum(chosen, 0)
+    # 3. Exact scores of the chosen blocks' candidates.
+    vectors = tf.reshape(tf.gather(t["blocks"], chosen), [batch, -1, dim])
+    scores = tf.squeeze(tf.matmul(vectors, queries[:, :, tf.newaxis]), -1)  # [b, searched * size]
+    rows = tf.gather(t["block_rows"], chosen)  # [b, searched, size]
+    keep = tf.reshape(tf.logical_and(usable[:, :, tf.newaxis], rows >= 0), [batch, -1])
+    rows = tf.reshape(rows, [batch, -1])
+    scores = tf.where(keep, scores, _NEG_INF)
+    rows = tf.where(keep, rows, tf.constant(-1, tf.int64))
+    return _top_k_padded(scores, rows, k)
 
 
-def _top_k_padded(scores, positions, k):
-    """Row-wise top-k of `scores [b, m]` carrying `positions [b, m]`; (-inf, -1) pad if m < k."""
+def _top_k_padded(scores, rows, k):
+    """Row-wise top-k of `scores [b, m]` carrying `rows [b, m]`; (-inf, -1) pad if m < k."""
     short = tf.maximum(k - tf.shape(scores)[1], 0)
     scores = tf.pad(scores, [[0, 0], [0, short]], constant_values=_NEG_INF)
-    positions = tf.pad(positions, [[0, 0], [0, short]], constant_values=-1)
+    rows = tf.pad(rows, [[0, 0], [0, short]], constant_values=-1)
     top_scores, index = tf.math.top_k(scores, k)
-    return top_scores, tf.gather(positions, index, batch_dims=1)
+    top_rows = tf.gather(rows, index, batch_dims=1)
+    return top_scores, tf.where(top_scores > _NEG_INF, top_rows, tf.constant(-1, tf.int64))

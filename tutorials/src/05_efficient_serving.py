@@ -98,7 +98,7 @@ print(f"catalogue {catalogue.shape}, {catalogue.nbytes / 1e6:.1f} MB of float32"
 # | `BruteForce` | scores every candidate (one matmul + top-k) | yes |
 # | `ScaNN` | k-means tree picks leaves, anisotropic quantization scores their points, the best are re-scored exactly | no: needs ScaNN's custom ops |
 # | `Annoy` | a forest of random-projection trees, best-first search, exact scores of the collected items | yes (search in stock TF ops) |
-# | `PortableIndex` | ScaNN's k-means partition, int8 residual codes and exact re-scoring, all in stock TF ops | yes |
+# | `PortableIndex` | ScaNN's k-means leaves, then blocks of 32 candidates inside the best leaves; the best blocks are scored exactly, all in stock TF ops | yes |
 #
 # Every index is a drop-in `tfrs.layers.factorized_top_k.TopK`: `index(candidates, ids)` then
 # `index(queries, k=...)`.
@@ -161,7 +161,7 @@ assert defaults[0]["recall"] == 1.0, "BruteForce is the exact reference"
 # ## `target_recall` tuning
 #
 # Each approximate index has a query-time knob that buys recall with work: leaves searched
-# (ScaNN, Portable), reorder depth (ScaNN), items collected from the trees (`search_k`, Annoy).
+# (ScaNN, Portable), reorder depth (ScaNN), blocks scored exactly (Portable), items collected from the trees (`search_k`, Annoy).
 # `towerkit.index.tune_for_recall` walks the index's `tuning_grid` from the cheapest setting up
 # and stops at the first that reaches the target on the tuning queries. Its log of every
 # setting tried (recall and time for the tuning queries, 256 per batch) is a recall/throughput
