@@ -62,6 +62,7 @@ def run_one(model: str, seed: int, dataset: str, data_dir, params: dict, epochs:
     return {"model": model, "seed": seed, "epochs": epochs, "params": params,
             "train_seconds": float(trained.get("train_seconds", wall)),
             "valid_recall@50": float(trained.get("valid_recall@50", float("nan"))),
+            **{k: trained[k] for k in ("best_epoch", "valid_recall@50_per_epoch") if k in trained},
             **{k: float(v) for k, v in test.items()}}
 
 
@@ -73,7 +74,7 @@ def table(rows: list, columns=COLUMNS) -> str:
         cells = []
         for c in columns:
             v = np.array([r.get(c, np.nan) for r in mine], dtype=float)
-            fmt = "{:.1f}" if c == "train_seconds" else "{:.3f}"
+            fmt = "{:.1f}" if c in ("train_seconds", "best_epoch") else "{:.3f}"
             cells.append(f"{fmt.format(v.mean())} ({fmt.format(v.min())}-{fmt.format(v.max())})")
         lines.append(f"| {model} (n={len(mine)}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
