@@ -118,6 +118,36 @@ def test_spread_weight_ranks_wide_leaves_by_the_formula():
     np.testing.assert_allclose(scores.numpy(), [[0.8]], rtol=1e-6)
 
 
+def _kept(query, leaf, rows):
+    kept = [set() for _ in range(rows)]
+    for q, l in zip(query.numpy().tolist(), leaf.numpy().tolist()):
+        kept[q].add(l)
+    return kept
+
+
+def test_select_leaves_exact_top_k_on_small_partitions():
+    scores = np.random.default_rng(0).normal(size=(5, 300)).astype(np.float32)
+    query, leaf = portable_search.select_leaves(tf.constant(scores), tf.constant(70))
+    assert (np.diff(query.numpy()) >= 0).all()
+    expected = [set(np.argsort(-row)[:70].tolist()) for row in scores]
+    assert _kept(query, leaf, 5) == expected
+
+
+def test_select_leaves_sampled_threshold_matches_numpy():
+    # 2,000 leaves, 192 probes: every leaf scoring at least the 48th best of every 4th leaf.
+    scores = np.random.default_rng(1).normal(size=(40, 2000)).astype(np.float32)
+    query, leaf = portable_search.select_leaves(tf.constant(scores), tf.constant(192))
+    kept = _kept(query, leaf, 40)
+    for row, got in zip(scores, kept):
+        cut = np.sort(row[::portable_search.SAMPLE_STRIDE])[::-1][192 // 4 - 1]
+        assert got == set(np.flatnonzero(row >= cut).tolist())
+    counts = np.array([len(k) for k in kept])
+    assert abs(counts.mean() - 192) < 0.15 * 192
+    # Few probes on a large partition: exact top-k again.
+    query, leaf = portable_search.select_leaves(tf.constant(scores), tf.constant(10))
+    assert _kept(query, leaf, 40) == [set(np.argsort(-row)[:10].tolist()) for row in scores]
+
+
 # --------------------------------------------------------------------------- NumPy oracle
 @pytest.mark.parametrize("batch", [1, 8, 300])  # one chunk, and chunks of 32 queries
 def test_recall_against_numpy_oracle(built, data, oracle, batch):
@@ -133,6 +163,46 @@ def test_batch_size_does_not_change_results(built, data):
     one = _rows(built, queries[:70], 1)
     np.testing.assert_array_equal(_rows(built, queries[:70], 70), one)
     np.testing.assert_array_equal(_rows(built, queries[:70], 300), one)
+
+
+def _numpy_search(layout, queries, k, probes, searched, leaf_weight, block_weight):
+    """The three steps of `portable_search`, written again in NumPy, one query at a time."""
+    lay = {name: np.asarray(value) for name, value in layout.items()}
+    num_leaves = lay["centroids_t"].shape[1]
+    out = []
+    for q in queries:
+        norm = np.linalg.norm(q)
+        leaf_scores = q @ lay["centroids_t"] + leaf_weight * norm * lay["leaf_spread"]
+        if num_leaves >= portable_search.SAMPLED_MIN_LEAVES and probes >= 64:
+            sample = leaf_scores[::portable_search.SAMPLE_STRIDE]
+            cut = np.sort(sample)[::-1][-(-probes // portable_search.SAMPLE_STRIDE) - 1]
+            leaves = np.flatnonzero(leaf_scores >= cut)
+        else:
+            leaves = np.argsort(-leaf_scores)[:probes]
+        blocks = np.concatenate([np.arange(lay["leaf_blocks"][l], lay["leaf_blocks"][l + 1])
+                                 for l in leaves])
+        coarse = (lay["block_centres"][blocks] @ q
+                  + block_weight * norm * lay["block_spread"][blocks])
+        chosen = blocks[np.argsort(-coarse)[:searched]]
+        rows = lay["block_rows"][chosen].ravel()
+        scores = (lay["blocks"][chosen] @ q).ravel()
+        scores, rows = scores[rows >= 0], rows[rows >= 0]
+        out.append(rows[np.argsort(-scores)[:k]])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("num_leaves, probes, searched", [(100, 10, 6), (1024, 96, 12)])
+def test_search_matches_a_numpy_reimplementation(data, num_leaves, probes, searched):
+    # Small partition (exact top-k of leaves) and a large one (the sampled leaf cut), with few
+    # blocks so that the result is far from exact and every step matters.
+    candidates, queries, _ = data
+    index = PortableIndex(k=10, num_leaves=num_leaves, leaves_to_search=probes,
+                          blocks_to_search=searched, leaf_spread_weight=0.7,
+                          block_spread_weight=1.5).index(candidates)
+    expected = _numpy_search(index._layout, queries[:60], 10, probes, searched, 0.7, 1.5)
+    for batch in (1, 60):
+        np.testing.assert_array_equal(np.sort(_rows(index, queries[:60], batch), axis=1),
+                                      np.sort(expected, axis=1))
 
 
 @pytest.mark.parametrize("batch", [1, 300])
@@ -161,7 +231,7 @@ def test_same_leaves_as_native_scann_and_close_recall(tmp_path, data, oracle):
     index = PortableIndex(k=10, leaves_to_search=10, blocks_to_search=10_000,
                           scann_artifacts_dir=tmp_path).index(candidates)
     assert index.settings["num_leaves"] == 100
-    np.testing.assert_array_equal(index._layout["centroids"].numpy(), partition.centroids)
+    np.testing.assert_array_equal(index._layout["centroids_t"].numpy().T, partition.centroids)
     # Every candidate is in the leaf whose centre ScaNN assigned, and k-means put it in the
     # closest centre (squared L2), up to float ties.
     dists = ((candidates[:, None, :] - partition.centroids[None]) ** 2).sum(-1)
