@@ -140,10 +140,11 @@ def run_size(n: int, args) -> dict:
     searcher.serialize(str(scann_dir))
     methods["native_scann"] = {"points": [], "build_s": scann_build,
                                "size_bytes": dir_bytes(scann_dir), "num_leaves": num_leaves}
-    fractions = [0.02, 0.04, 0.08, 0.16, 0.32]
-    for frac in fractions:
+    # A fine grid, so that ScaNN's fastest setting at recall >= 0.95 is found (not the next
+    # coarse step above it): leaves searched x reorder depth.
+    for frac in args.scann_leaf_fractions:
         leaves = max(1, int(round(frac * num_leaves)))
-        for reorder in (100, 1000):
+        for reorder in args.scann_reorder:
             setting = {"leaves_to_search": leaves, "reorder": reorder}
             one = lambda q, l=leaves, r=reorder: [searcher.search(
                 q[0], final_num_neighbors=K, pre_reorder_num_neighbors=r, leaves_to_search=l)[0]]
@@ -154,12 +155,23 @@ def run_size(n: int, args) -> dict:
             add("native_scann", setting, 256, *timed(many, queries, truth, 256, args.budget_s,
                                                      args.max_queries))
 
+    # ------------------------------------------------ floor: an empty SavedModel call (clean)
+    floor_dir = work / "empty_signature"
+    save_empty_signature(floor_dir, candidates.shape[1])
+    methods["empty_saved_model_call"] = {"points": [], "note": "returns zeros: recall 0; the "
+                                         "cost of calling any SavedModel signature from Python"}
+    for row in clean_process(floor_dir, work / "queries.npy", truth_path, [], args):
+        add("empty_saved_model_call", {}, row["batch"], row["recall"], row["qps"],
+            row["cpu_qps"], row["queries"])
+
     # ---------------------------------------------------------- portable (ScaNN's own partition)
     log(f"n={n}: PortableIndex build")
     start = time.perf_counter()
     portable = PortableIndex(k=K, scann_artifacts_dir=scann_dir).index(candidates)
     portable_build = time.perf_counter() - start
+    start = time.perf_counter()
     tune = portable.tune(tuning, target_recall=0.95, k=K)
+    tune_s = time.perf_counter() - start
     log(f"  tuned: {tune['setting']} recall {tune['recall']:.3f} / one-query "
         f"{tune['one_query_recall']:.3f}")
     portable_dir = work / "portable"
@@ -167,15 +179,16 @@ def run_size(n: int, args) -> dict:
     start = time.perf_counter()
     save_index(portable, portable_dir)
     save_s = time.perf_counter() - start
-    settings = [{"leaves_to_search": max(1, int(round(f * num_leaves))),
-                 "reorder": tune["setting"]["reorder"]} for f in fractions]
+    settings = [{"leaves_to_search": max(1, int(round(f * num_leaves))), "blocks_to_search": b}
+                for f in args.portable_leaf_fractions for b in args.portable_blocks]
     settings.append(dict(tune["setting"]))
     rows = clean_process(portable_dir, work / "queries.npy", truth_path, settings, args)
     methods["portable_saved_model"] = {
         "points": [], "build_s": scann_build + portable_build, "portable_build_s": portable_build,
         "save_s": save_s, "size_bytes": portable.size_bytes(),
         "saved_model_bytes": dir_bytes(portable_dir), "tuned": {
-            "setting": tune["setting"], "recall": tune["recall"],
+            "setting": tune["setting"], "recall": tune["recall"], "num_settings_tried":
+            len(tune["tried"]), "tune_s": tune_s,
             "one_query_recall": tune["one_query_recall"], "tuning_queries": num_tune}}
     for row in rows:
         add("portable_saved_model", row["setting"], row["batch"], row["recall"], row["qps"],
@@ -210,6 +223,20 @@ def run_size(n: int, args) -> dict:
                     row["qps"], row["cpu_qps"], row["queries"])
             shutil.rmtree(path, ignore_errors=True)
     return result
+
+
+def save_empty_signature(path, dim):
+    """A SavedModel whose `serving_default` does no search (zeros): the per-call floor."""
+
+    class Empty(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32, name="queries")])
+        def serve(self, queries):
+            batch = tf.shape(queries)[0]
+            return {"ids": tf.zeros([batch, K], tf.int64), "scores": tf.zeros([batch, K])}
+
+    module = Empty()
+    shutil.rmtree(path, ignore_errors=True)
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
 
 
 def plot(results, path):
@@ -248,6 +275,12 @@ def main():
     parser.add_argument("--budget-s", type=float, default=10.0,
                         help="seconds of queries per point (fewer queries if slow)")
     parser.add_argument("--max-queries", type=int, default=1000)
+    parser.add_argument("--scann-leaf-fractions", type=float, nargs="+",
+                        default=[0.02, 0.04, 0.06, 0.08, 0.09, 0.1, 0.12, 0.16, 0.24, 0.32])
+    parser.add_argument("--scann-reorder", type=int, nargs="+", default=[200, 500, 1000])
+    parser.add_argument("--portable-leaf-fractions", type=float, nargs="+",
+                        default=[0.04, 0.06, 0.08, 0.1, 0.12])
+    parser.add_argument("--portable-blocks", type=int, nargs="+", default=[32, 48, 64, 96])
     parser.add_argument("--n-trees", type=int, default=20)
     parser.add_argument("--annoy-search-k", type=int, nargs="+", default=[20_000, 100_000])
     parser.add_argument("--annoy-max-n", type=int, default=1_000_000)

@@ -26,6 +26,8 @@ def main(paths):
         print("|---|---|---|---|---|")
         best = {}
         for name, data in methods.items():
+            if name == "empty_saved_model_call":
+                continue
             cells = []
             for batch in (1, 256):
                 p = best_at(data["points"], batch, "cpu_qps")
@@ -35,6 +37,16 @@ def main(paths):
             size = data.get("size_bytes")
             print(f"| {name} | {data.get('build_s', float('nan')):.1f} | "
                   f"{(size or 0) / 1e6:.1f} | {cells[0]} | {cells[1]} |")
+        floor = methods.get("empty_saved_model_call")
+        if floor:
+            cells = {p["batch"]: p["cpu_qps"] for p in floor["points"]}
+            print(f"\nFloor: calling an empty SavedModel signature (clean process, same harness) "
+                  f"runs at {cells.get(1, float('nan')):.0f} calls per CPU-second at batch 1 and "
+                  f"{cells.get(256, float('nan')):.0f} queries per CPU-second at batch 256.")
+            scann_one = best.get(("native_scann", 1))
+            if scann_one and 1 in cells:
+                print(f"At batch 1 that floor alone is {cells[1] / scann_one['cpu_qps']:.2f}x "
+                      "native ScaNN's best point at recall >= 0.95.")
         print("\nRatios of portable_saved_model at recall >= 0.95 (CPU-QPS):\n")
         for batch in (1, 256):
             ours = best[("portable_saved_model", batch)]
