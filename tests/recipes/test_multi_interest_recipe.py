@@ -205,3 +205,18 @@ def test_early_stopping_through_the_cli_keeps_the_best_valid_epoch(tmp_path, cap
     capsys.readouterr()
     assert main(["evaluate", str(run), "--split", "valid", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["recall@50"] == pytest.approx(max(per_epoch))
+
+
+@pytest.mark.parametrize("model,temperature", [("mind", 0.1), ("comirec_dr", 0.2),
+                                               ("comirec_sa", 0.1)])
+def test_cli_defaults_chosen_on_the_valid_users(model, temperature):
+    import argparse
+
+    recipe = get_recipe(model)
+    parser = argparse.ArgumentParser()
+    recipe.add_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+    assert defaults["l2_normalize"] is True
+    assert defaults["temperature"] == temperature
+    assert defaults["early_stopping"] == 3 and recipe.default_epochs == 15
+    assert defaults["weight_decay" if model != "comirec_sa" else "dropout"] == 0.0
