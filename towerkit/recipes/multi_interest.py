@@ -197,10 +197,12 @@ class MultiInterestRecipe(SequentialRecipe):
     three models plateaus after 2-4 epochs and then wanders by +-0.02 from epoch to epoch while
     the training loss keeps falling, so a fixed epoch count is a guess; stopping on the valid
     users and keeping the best epoch (as ComiRec's authors do) removes it
-    (benchmarks/sequential/MULTI_INTEREST_RESULTS.md).
+    (benchmarks/sequential/MULTI_INTEREST_RESULTS.md). Params without `early_stopping` (run
+    configs written before the flag existed, hand-built params) train without it.
     """
 
     default_epochs = 15
+    early_stopping: Optional[BestEpoch] = None  # set by `build_model` when enabled
 
     @classmethod
     def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -349,7 +351,7 @@ class ComiRecDRRecipe(MultiInterestRecipe):
     def add_model_arguments(cls, parser: argparse.ArgumentParser) -> None:
         # Temperature 0.2 rather than the 0.1 of MIND and ComiRec-SA: on the valid users
         # (seed 0) 0.05 / 0.1 / 0.2 / 0.3 gave a mean recall@50 over epochs 3-8 of
-        # 0.20 / 0.27 / 0.28 / 0.27 (benchmarks/sequential/MULTI_INTEREST_RESULTS.md).
+        # 0.20 / 0.27 / 0.28 / 0.26 (benchmarks/sequential/MULTI_INTEREST_RESULTS.md).
         parser.set_defaults(temperature=0.2)
         parser.add_argument("--routing-iterations", type=int, default=3)
         parser.add_argument("--weight-decay", type=float, default=0.0,
