@@ -2,9 +2,11 @@
 
 Data: `clustered_data.clustered_dataset` (mixture of 1,000 Gaussians, varied norms, MIPS), exact
 top-10 as truth. Methods: TFRS BruteForce and towerkit BruteForce (in process, tf.function),
-native ScaNN (tree + AH + reorder), the Annoy library and towerkit's Annoy SavedModel, and
-towerkit's PortableIndex SavedModel built on the native ScaNN searcher's own partition. SavedModels
-are timed by `measure_saved_model.py` in a clean process (TensorFlow only).
+native ScaNN (tree + AH + reorder; `measure_scann.py`, own process), the Annoy library and
+towerkit's Annoy SavedModel, and towerkit's PortableIndex SavedModel built on the native ScaNN
+searcher's own partition. SavedModels are timed by `measure_saved_model.py` in a clean process
+(TensorFlow only), through the TF2 signature call and through a TF1 Session (`--session`, the
+path TF Serving takes).
 
   python benchmarks/index/run_benchmark.py --sizes 100000 1000000 --workdir /tmp/tk_index_bench
 
@@ -74,10 +76,11 @@ def timed(search, queries, truth, batch, budget_s, max_queries):
     return recall_at_k(np.concatenate(found), truth[:done]), done / seconds, done / cpu, done
 
 
-def clean_process(model, queries_path, truth_path, settings, args, batches=(1, 256)):
-    cmd = [sys.executable, str(HERE / "measure_saved_model.py"), str(model), str(queries_path),
+def clean_process(model, queries_path, truth_path, settings, args, batches=(1, 256),
+                  script="measure_saved_model.py", extra=()):
+    cmd = [sys.executable, str(HERE / script), str(model), str(queries_path),
            str(truth_path), json.dumps(settings), "--budget-s", str(args.budget_s),
-           "--max-queries", str(args.max_queries), "--batches", *map(str, batches)]
+           "--max-queries", str(args.max_queries), "--batches", *map(str, batches), *extra]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
@@ -138,6 +141,7 @@ def run_size(n: int, args) -> dict:
     shutil.rmtree(scann_dir, ignore_errors=True)
     scann_dir.mkdir()
     searcher.serialize(str(scann_dir))
+    del searcher  # timed from its serialized form, in its own process (measure_scann.py)
     methods["native_scann"] = {"points": [], "build_s": scann_build,
                                "size_bytes": dir_bytes(scann_dir), "num_leaves": num_leaves}
     # ---------------------------------------------------------- portable (ScaNN's own partition)
@@ -172,37 +176,39 @@ def run_size(n: int, args) -> dict:
     methods["empty_saved_model_call"] = {"points": [], "note": "returns zeros: recall 0; the "
                                          "cost of calling any SavedModel signature from Python"}
 
-    # Native ScaNN, the portable SavedModel and the empty call are measured in alternating
-    # rounds and each point keeps its best round: the machine is shared, and interference that
-    # comes and goes would otherwise favour whichever method ran in a quiet minute.
+    # Native ScaNN (serialized searcher), the portable SavedModel (TF2 signature call and TF1
+    # Session.run, TF Serving's path) and an empty SavedModel are each timed in a process of
+    # their own, in alternating rounds; each point keeps its best round: the machine is shared,
+    # and interference that comes and goes would otherwise favour whichever ran in a quiet
+    # minute.
     rounds = {}
 
     def keep(method, setting, batch, recall, qps, cpu_qps, done):
         key = (method, json.dumps(setting, sort_keys=True), batch)
         rounds.setdefault(key, []).append((cpu_qps, qps, recall, done, setting))
 
-    for r in range(args.rounds):
-        log(f"n={n}: round {r + 1}/{args.rounds}: native ScaNN grid")
+    scann_settings = [{"leaves_to_search": max(1, int(round(frac * num_leaves))),
+                       "reorder": reorder}
+                      for frac in args.scann_leaf_fractions for reorder in args.scann_reorder]
+    measured = (
         # A fine grid, so that ScaNN's fastest setting at recall >= 0.95 is found (not the
         # next coarse step above it): leaves searched x reorder depth.
-        for frac in args.scann_leaf_fractions:
-            leaves = max(1, int(round(frac * num_leaves)))
-            for reorder in args.scann_reorder:
-                setting = {"leaves_to_search": leaves, "reorder": reorder}
-                one = lambda q, l=leaves, r=reorder: [searcher.search(
-                    q[0], final_num_neighbors=K, pre_reorder_num_neighbors=r,
-                    leaves_to_search=l)[0]]
-                many = lambda q, l=leaves, r=reorder: searcher.search_batched(
-                    q, final_num_neighbors=K, pre_reorder_num_neighbors=r, leaves_to_search=l)[0]
-                keep("native_scann", setting, 1, *timed(one, queries, truth, 1, args.budget_s,
-                                                        args.max_queries))
-                keep("native_scann", setting, 256, *timed(many, queries, truth, 256,
-                                                          args.budget_s, args.max_queries))
-        log(f"n={n}: round {r + 1}/{args.rounds}: portable SavedModel and empty call "
-            "(clean processes)")
-        for method, path, settings in (("portable_saved_model", portable_dir, portable_settings),
-                                       ("empty_saved_model_call", floor_dir, [])):
-            for row in clean_process(path, work / "queries.npy", truth_path, settings, args):
+        ("native_scann", "measure_scann.py", scann_dir, scann_settings, []),
+        ("portable_saved_model", "measure_saved_model.py", portable_dir, portable_settings, []),
+        ("portable_saved_model_session", "measure_saved_model.py", portable_dir,
+         portable_settings, ["--session"]),
+        ("empty_saved_model_call", "measure_saved_model.py", floor_dir, [], []),
+        ("empty_saved_model_session", "measure_saved_model.py", floor_dir, [], ["--session"]))
+    for method, *_ in measured[1:]:
+        methods.setdefault(method, {"points": []})
+    methods["portable_saved_model_session"].update(
+        {k: v for k, v in methods["portable_saved_model"].items() if k != "points"})
+    methods["empty_saved_model_session"]["note"] = methods["empty_saved_model_call"]["note"]
+    for r in range(args.rounds):
+        for method, script, path, settings, extra in measured:
+            log(f"n={n}: round {r + 1}/{args.rounds}: {method} (own process)")
+            for row in clean_process(path, work / "queries.npy", truth_path, settings, args,
+                                     script=script, extra=extra):
                 keep(method, row["setting"], row["batch"], row["recall"], row["qps"],
                      row["cpu_qps"], row["queries"])
     for (method, _, batch), runs in rounds.items():
@@ -232,7 +238,7 @@ def run_size(n: int, args) -> dict:
             shutil.rmtree(path, ignore_errors=True)
             save_index(annoy_index, path)
             # Batch 256 only where a warm-up batch finishes in reasonable time.
-            batches = (1, 256) if n <= 100_000 else (1,)
+            batches = (1, 256) if n <= 100_000 and search_k <= 20_000 else (1,)
             for row in clean_process(path, work / "queries.npy", truth_path, [], args, batches):
                 add("annoy_saved_model", {"search_k": search_k}, row["batch"], row["recall"],
                     row["qps"], row["cpu_qps"], row["queries"])

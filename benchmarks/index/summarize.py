@@ -26,7 +26,7 @@ def main(paths):
         print("|---|---|---|---|---|")
         best = {}
         for name, data in methods.items():
-            if name == "empty_saved_model_call":
+            if name.startswith("empty_saved_model"):
                 continue
             cells = []
             for batch in (1, 256):
@@ -37,23 +37,29 @@ def main(paths):
             size = data.get("size_bytes")
             print(f"| {name} | {data.get('build_s', float('nan')):.1f} | "
                   f"{(size or 0) / 1e6:.1f} | {cells[0]} | {cells[1]} |")
-        floor = methods.get("empty_saved_model_call")
-        if floor:
+        for floor_name, how in (("empty_saved_model_call", "TF2 signature call"),
+                                ("empty_saved_model_session", "TF1 Session.run")):
+            floor = methods.get(floor_name)
+            if not floor:
+                continue
             cells = {p["batch"]: p["cpu_qps"] for p in floor["points"]}
-            print(f"\nFloor: calling an empty SavedModel signature (clean process, same harness) "
-                  f"runs at {cells.get(1, float('nan')):.0f} calls per CPU-second at batch 1 and "
+            print(f"\nFloor, {how}: an empty SavedModel (clean process, same harness) runs at "
+                  f"{cells.get(1, float('nan')):.0f} calls per CPU-second at batch 1 and "
                   f"{cells.get(256, float('nan')):.0f} queries per CPU-second at batch 256.")
             scann_one = best.get(("native_scann", 1))
             if scann_one and 1 in cells:
                 print(f"At batch 1 that floor alone is {cells[1] / scann_one['cpu_qps']:.2f}x "
                       "native ScaNN's best point at recall >= 0.95.")
-        print("\nRatios of portable_saved_model at recall >= 0.95 (CPU-QPS):\n")
-        for batch in (1, 256):
-            ours = best[("portable_saved_model", batch)]
-            for ref in ("native_scann", "tfrs_brute_force"):
-                theirs = best.get((ref, batch))
-                if ours and theirs:
-                    print(f"- batch {batch}: {ours['cpu_qps'] / theirs['cpu_qps']:.2f}x {ref}")
+        for ours_name in ("portable_saved_model", "portable_saved_model_session"):
+            if (ours_name, 1) not in best:
+                continue
+            print(f"\nRatios of {ours_name} at recall >= 0.95 (CPU-QPS):\n")
+            for batch in (1, 256):
+                ours = best[(ours_name, batch)]
+                for ref in ("native_scann", "tfrs_brute_force"):
+                    theirs = best.get((ref, batch))
+                    if ours and theirs:
+                        print(f"- batch {batch}: {ours['cpu_qps'] / theirs['cpu_qps']:.2f}x {ref}")
         print("\nAll points (recall, wall QPS, CPU-QPS):\n")
         print("| method | setting | batch | recall@10 | wall QPS | CPU-QPS | queries |")
         print("|---|---|---|---|---|---|---|")
