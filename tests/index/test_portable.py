@@ -44,12 +44,13 @@ def test_layout_hand_derived():
     np.testing.assert_array_equal(layout["block_rows"], [[0, 2], [1, 3]])
     np.testing.assert_array_equal(layout["blocks"], vectors[[[0, 2], [1, 3]]])
     # Block centres are the means: (0.5, 1) and (-2, 0.5).
-    np.testing.assert_allclose(layout["block_centres"], [[0.5, 1], [-2, 0.5]])
+    np.testing.assert_allclose(layout["block_keys"][:, :2], [[0.5, 1], [-2, 0.5]])
+    np.testing.assert_array_equal(layout["leaf_keys"][:2].T, centroids)
     # Leaf spread: residuals to (1,1) are (0,-1), (-1,1): mean squared norm 1.5 over 2 dims
     # -> sqrt(0.75); leaf 1: (1,0), (-1,1) -> the same. Block spread: residuals to the block
     # means are (+-0.5, -+1) and (+-1, -+0.5): 1.25 / 2 -> sqrt(0.625).
-    np.testing.assert_allclose(layout["leaf_spread"], [np.sqrt(0.75)] * 2, rtol=1e-6)
-    np.testing.assert_allclose(layout["block_spread"], [np.sqrt(0.625)] * 2, rtol=1e-6)
+    np.testing.assert_allclose(layout["leaf_keys"][2], [np.sqrt(0.75)] * 2, rtol=1e-6)
+    np.testing.assert_allclose(layout["block_keys"][:, 2], [np.sqrt(0.625)] * 2, rtol=1e-6)
 
 
 def test_layout_pads_the_last_block_and_keeps_every_row_once():
@@ -110,7 +111,7 @@ def test_spread_weight_ranks_wide_leaves_by_the_formula():
     vectors = np.array([[1, .1], [1, -.1], [.8, 2], [.8, -2]], np.float32)
     layout = portable_search.build_layout(vectors, np.array([[1, 0], [.8, 0]], np.float32),
                                           np.array([0, 0, 1, 1]), block_size=2)
-    np.testing.assert_allclose(layout["leaf_spread"], [np.sqrt(.005), np.sqrt(2)], rtol=1e-5)
+    np.testing.assert_allclose(layout["leaf_keys"][2], [np.sqrt(.005), np.sqrt(2)], rtol=1e-5)
     query = np.array([[1, 0]], np.float32)
     scores, _ = portable_search.search(layout, query, 1, 1, 1, 0.0, 0.0)
     np.testing.assert_allclose(scores.numpy(), [[1.0]])
@@ -168,11 +169,14 @@ def test_batch_size_does_not_change_results(built, data):
 def _numpy_search(layout, queries, k, probes, searched, leaf_weight, block_weight):
     """The three steps of `portable_search`, written again in NumPy, one query at a time."""
     lay = {name: np.asarray(value) for name, value in layout.items()}
-    num_leaves = lay["centroids_t"].shape[1]
+    dim = lay["blocks"].shape[2]
+    centres_t, leaf_spread = lay["leaf_keys"][:dim], lay["leaf_keys"][dim]
+    block_centres, block_spread = lay["block_keys"][:, :dim], lay["block_keys"][:, dim]
+    num_leaves = centres_t.shape[1]
     out = []
     for q in queries:
         norm = np.linalg.norm(q)
-        leaf_scores = q @ lay["centroids_t"] + leaf_weight * norm * lay["leaf_spread"]
+        leaf_scores = q @ centres_t + leaf_weight * norm * leaf_spread
         if num_leaves >= portable_search.SAMPLED_MIN_LEAVES and probes >= 64:
             sample = leaf_scores[::portable_search.SAMPLE_STRIDE]
             cut = np.sort(sample)[::-1][-(-probes // portable_search.SAMPLE_STRIDE) - 1]
@@ -181,8 +185,7 @@ def _numpy_search(layout, queries, k, probes, searched, leaf_weight, block_weigh
             leaves = np.argsort(-leaf_scores)[:probes]
         blocks = np.concatenate([np.arange(lay["leaf_blocks"][l], lay["leaf_blocks"][l + 1])
                                  for l in leaves])
-        coarse = (lay["block_centres"][blocks] @ q
-                  + block_weight * norm * lay["block_spread"][blocks])
+        coarse = block_centres[blocks] @ q + block_weight * norm * block_spread[blocks]
         chosen = blocks[np.argsort(-coarse)[:searched]]
         rows = lay["block_rows"][chosen].ravel()
         scores = (lay["blocks"][chosen] @ q).ravel()
@@ -231,7 +234,7 @@ def test_same_leaves_as_native_scann_and_close_recall(tmp_path, data, oracle):
     index = PortableIndex(k=10, leaves_to_search=10, blocks_to_search=10_000,
                           scann_artifacts_dir=tmp_path).index(candidates)
     assert index.settings["num_leaves"] == 100
-    np.testing.assert_array_equal(index._layout["centroids_t"].numpy().T, partition.centroids)
+    np.testing.assert_array_equal(index._layout["leaf_keys"].numpy()[:-1].T, partition.centroids)
     # Every candidate is in the leaf whose centre ScaNN assigned, and k-means put it in the
     # closest centre (squared L2), up to float ties.
     dists = ((candidates[:, None, :] - partition.centroids[None]) ** 2).sum(-1)

@@ -100,11 +100,12 @@ def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.n
       progress: Optional callable receiving progress messages (about every 10% of the leaves).
 
     Returns:
-      dict of arrays: `centroids_t [dim, L]` (leaf centres, transposed), `leaf_spread [L]`,
-      `leaf_blocks [L + 1]` int64,
-      `block_centres [B, dim]`, `block_spread [B]`, `blocks [B, block_size, dim]` float32
-      (zero padding) and `block_rows [B, block_size]` int64 (original candidate row, -1 for
-      padding).
+      dict of arrays: `leaf_keys [dim + 1, L]` (leaf centres, transposed, and a last row of
+      leaf spreads), `leaf_blocks [L + 1]` int64, `block_keys [B, dim + 1]` (block centres and
+      a last column of block spreads), `blocks [B, block_size, dim]` float32 (zero padding)
+      and `block_rows [B, block_size]` int64 (original candidate row, -1 for padding). With the
+      spread stored beside the centre, `[q, weight * |q|] . key` is the whole ranking score in
+      one matmul (no separate gather of spreads).
     """
     embeddings = np.asarray(embeddings, np.float32)
     centroids = np.asarray(centroids, np.float32)
@@ -139,9 +140,10 @@ def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.n
     block_centres = (blocks.sum(1) / counts[:, None]).astype(np.float32)
     residual = np.where(real[..., None], blocks - block_centres[:, None], 0.0)
     block_spread = np.sqrt((residual * residual).sum((1, 2)) / (counts * dim)).astype(np.float32)
-    return {"centroids_t": np.ascontiguousarray(centroids.T),
-            "leaf_spread": leaf_spread, "leaf_blocks": leaf_blocks,
-            "block_centres": block_centres, "block_spread": block_spread, "blocks": blocks,
+    leaf_keys = np.concatenate([centroids.T, leaf_spread[None]]).astype(np.float32)
+    block_keys = np.concatenate([block_centres, block_spread[:, None]], 1).astype(np.float32)
+    return {"leaf_keys": np.ascontiguousarray(leaf_keys), "leaf_blocks": leaf_blocks,
+            "block_keys": block_keys, "blocks": blocks,
             "block_rows": block_rows}
 
 
@@ -239,15 +241,15 @@ def _search_one(t, queries, k, leaves_to_search, blocks_to_search, leaf_weight, 
     about 60 here): no per-query padding, masks or segment sums are needed for one query.
     """
     query = queries[0]
-    norm = tf.norm(query)
-    probes = tf.clip_by_value(leaves_to_search, 1, tf.shape(t["centroids_t"])[1])
-    leaf_scores = (tf.matmul(queries, t["centroids_t"])
-                   + (leaf_weight * norm) * t["leaf_spread"][tf.newaxis])
+    norm = tf.norm(query, keepdims=True)
+    probes = tf.clip_by_value(leaves_to_search, 1, tf.shape(t["leaf_keys"])[1])
+    leaf_scores = tf.matmul(tf.concat([query, leaf_weight * norm], 0)[tf.newaxis],
+                            t["leaf_keys"])
     _, leaf = select_leaves(leaf_scores, probes)
     blocks = tf.ragged.range(tf.gather(t["leaf_blocks"], leaf),
                              tf.gather(t["leaf_blocks"], leaf + 1)).flat_values
-    coarse = (tf.linalg.matvec(tf.gather(t["block_centres"], blocks), query)
-              + (block_weight * norm) * tf.gather(t["block_spread"], blocks))
+    coarse = tf.linalg.matvec(tf.gather(t["block_keys"], blocks),
+                              tf.concat([query, block_weight * norm], 0))
     _, at = tf.math.top_k(coarse, tf.minimum(blocks_to_search, tf.size(coarse)), sorted=False)
     chosen = tf.gather(blocks, at)
     dim = t["blocks"].shape[2] or tf.shape(t["blocks"])[2]
@@ -263,9 +265,8 @@ def _search_chunk(t, queries, k, leaves_to_search, blocks_to_search, leaf_weight
     dim = tf.shape(queries)[1]
     norms = tf.norm(queries, axis=1, keepdims=True)  # [b, 1]
     # 1. Leaves.
-    probes = tf.clip_by_value(leaves_to_search, 1, tf.shape(t["centroids_t"])[1])
-    leaf_scores = (tf.matmul(queries, t["centroids_t"])
-                   + leaf_weight * norms * t["leaf_spread"][tf.newaxis])
+    probes = tf.clip_by_value(leaves_to_search, 1, tf.shape(t["leaf_keys"])[1])
+    leaf_scores = tf.matmul(tf.concat([queries, leaf_weight * norms], 1), t["leaf_keys"])
     query, leaf = select_leaves(leaf_scores, probes)
     # 2. Blocks of those leaves, padded per query with -1.
     starts = tf.gather(t["leaf_blocks"], leaf)
@@ -274,8 +275,8 @@ def _search_chunk(t, queries, k, leaves_to_search, blocks_to_search, leaf_weight
     flat = tf.ragged.range(starts, ends).flat_values
     candidates = tf.RaggedTensor.from_row_lengths(flat, per_query).to_tensor(default_value=-1)
     safe = tf.maximum(candidates, 0)
-    coarse = tf.squeeze(tf.matmul(tf.gather(t["block_centres"], safe), queries[:, :, tf.newaxis]),
-                        -1) + block_weight * norms * tf.gather(t["block_spread"], safe)
+    block_query = tf.concat([queries, block_weight * norms], 1)[:, :, tf.newaxis]
+    coarse = tf.squeeze(tf.matmul(tf.gather(t["block_keys"], safe), block_query), -1)
     coarse = tf.where(candidates >= 0, coarse, _NEG_INF)
     searched = tf.minimum(blocks_to_search, tf.shape(coarse)[1])
     best_coarse, at = tf.math.top_k(coarse, searched, sorted=False)  # [b, searched]
