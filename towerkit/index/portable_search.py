@@ -16,9 +16,10 @@ Search (the same vectorized graph for every batch size, no per-leaf loop):
   2. score the centres of those leaves' blocks the same way and keep the best
      `blocks_to_search` blocks;
   3. score the candidates of those blocks exactly (float32) and return the top k.
-The spread term ranks a wide leaf or block above a tight one whose centre scores the same: for
-inner-product search the best candidate of a region lies about `|q| * spread` standard
-deviations above its centre's score, and large-norm candidates live in the wide regions.
+The spread term ranks a wide leaf or block above a tight one whose centre scores the same: over
+a region with isotropic spread, `q . x` has standard deviation `|q| * spread` around the
+centre's score, so the region's best score exceeds it by a multiple of that; and large-norm
+candidates, the inner-product winners, live in the wide regions.
 Large batches run in chunks of `CHUNK` queries so that no intermediate tensor grows past a few
 tens of MB (larger ones are page-faulted in on every call by the C allocator).
 
