@@ -13,30 +13,13 @@ path TensorFlow Serving's C++ server takes (SavedModelBundle + Session::Run), wh
 Python function-call machinery of the TF2 call (about 0.27 ms per call here).
 """
 
-import argparse
 import json
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf
 
-
-def measure(serve, queries, truth, batch, max_queries, budget_s):
-    """(recall@k, wall queries/s, queries per CPU-second, queries run), time-budgeted."""
-    k = truth.shape[1]
-    serve(queries[:batch])  # warm-up (first call builds kernels)
-    found, done = [], 0
-    start, cpu_start = time.perf_counter(), time.process_time()
-    while done < min(max_queries, len(queries)):
-        found.append(serve(queries[done:done + batch])["ids"].numpy())
-        done += len(found[-1])
-        if time.perf_counter() - start > budget_s:
-            break
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    found = np.concatenate(found)[:, :k]
-    hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth[:done]))
-    return hits / (done * k), done / seconds, done / cpu, done
+from timing import measurement_parser, run_settings
 
 
 class SessionSignature:
@@ -67,55 +50,34 @@ class SessionSignature:
                                                          value=tf.constant(value, dtype)))
 
     def __call__(self, queries):
-        ids = self.session.run(self.ids, {self.inputs["queries"]: np.asarray(queries)})
-        return {"ids": _Numpy(ids)}
-
-
-class _Numpy:
-    def __init__(self, value):
-        self.value = value
-
-    def numpy(self):
-        return self.value
+        """The `ids` output for `queries`, as a NumPy array."""
+        return self.session.run(self.ids, {self.inputs["queries"]: np.asarray(queries)})
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("model")
-    parser.add_argument("queries")
-    parser.add_argument("truth")
-    parser.add_argument("settings", help="JSON list of {variable name: value} dicts")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 256])
-    parser.add_argument("--budget-s", type=float, default=10.0)
-    parser.add_argument("--max-queries", type=int, default=1000)
+    parser = measurement_parser("model", "JSON list of {variable name: value} dicts")
     parser.add_argument("--session", action="store_true",
                         help="run the graph in a TF1 Session (TF Serving's path)")
     args = parser.parse_args()
     if args.session:
-        session = SessionSignature(args.model)
-        serve = lambda queries: session(queries)  # noqa: E731
-        assign = session.assign
+        serve = SessionSignature(args.model)
+        assign = serve.assign
     else:
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
         loaded = tf.saved_model.load(args.model)
         signature = loaded.signatures["serving_default"]
-        serve = lambda queries: signature(queries=tf.constant(queries))  # noqa: E731
+        serve = lambda queries: signature(queries=tf.constant(queries))["ids"].numpy()  # noqa: E731
         knobs = {v.name.split(":")[0]: v for v in getattr(loaded, "state", [])
                  if isinstance(v, tf.Variable)}
         assign = lambda name, value: knobs[name].assign(value)  # noqa: E731
-    queries = np.load(args.queries)
-    truth = np.load(args.truth)
-    rows = []
-    for setting in json.loads(args.settings) or [{}]:
+
+    def configure(setting):
         for name, value in setting.items():
             assign(name, value)
-        for batch in args.batches:
-            recall, qps, cpu_qps, done = measure(serve, queries, truth, batch, args.max_queries,
-                                                 args.budget_s)
-            rows.append({"setting": setting, "batch": batch, "recall": recall, "qps": qps,
-                         "cpu_qps": cpu_qps, "queries": done})
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        return lambda batch: serve
+
+    rows = run_settings(args, json.loads(args.settings) or [{}], configure)
     imported = sorted(m for m in ("towerkit", "scann", "annoy", "tensorflow_recommenders")
                       if m in sys.modules)
     if imported:

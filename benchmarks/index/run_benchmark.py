@@ -40,7 +40,8 @@ tf.config.threading.set_inter_op_parallelism_threads(1)
 import scann  # noqa: E402
 import tensorflow_recommenders as tfrs  # noqa: E402
 
-from clustered_data import clustered_dataset, exact_top_k, recall_at_k  # noqa: E402
+from clustered_data import clustered_dataset, exact_top_k  # noqa: E402
+from timing import timed  # noqa: E402
 from towerkit.index import Annoy, BruteForce, PortableIndex, save_index  # noqa: E402
 
 K = 10
@@ -54,26 +55,6 @@ def dir_bytes(path) -> int:
     path = pathlib.Path(path)
     return path.stat().st_size if path.is_file() else sum(
         f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def timed(search, queries, truth, batch, budget_s, max_queries):
-    """Runs `search(batch_queries) -> rows` until `max_queries` or `budget_s`.
-
-    Returns `(recall, wall queries/s, CPU queries/s, queries run)`. CPU queries/s (queries per
-    second of this process's CPU time) is what a dedicated core would give when the machine is
-    shared: the searches run on one thread.
-    """
-    search(queries[:batch])
-    found, done = [], 0
-    start, cpu_start = time.perf_counter(), time.process_time()
-    while done < min(max_queries, len(queries)):
-        rows = [list(r)[:K] for r in search(queries[done:done + batch])]
-        found.append(np.array([r + [-1] * (K - len(r)) for r in rows], np.int64))
-        done += len(found[-1])
-        if time.perf_counter() - start > budget_s:
-            break
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return recall_at_k(np.concatenate(found), truth[:done]), done / seconds, done / cpu, done
 
 
 def clean_process(model, queries_path, truth_path, settings, args, batches=(1, 256),
