@@ -15,15 +15,19 @@ def _np_squash(z):
     return (norm ** 2 / (1 + norm ** 2)) * z / np.maximum(norm, 1e-12)
 
 
-def _np_routing(e, mask, kernel, logits, iterations, transform, active):
+def _np_routing(e, mask, kernel, logits, iterations, transform, active,
+                order="oldest_first"):
     """One user at a time, literally: loops over i (behaviour) and j (interest).
 
-    e: [L, d]; mask: [L] bool; kernel: S [d, u] or W [P, K, d, u]; logits: b [L, K];
-    active: number of interests K'_u taking part.
+    e: [L, d]; mask: [L] bool; kernel: S [d, u] or W [P, K, d, u]; logits: b [L, K] indexed by
+    slot; active: number of interests K'_u taking part; order: which valid behaviour is W's
+    position 0 (the oldest or the most recent).
     """
     length, num_interests = logits.shape
     valid = [i for i in range(length) if mask[i]]
     rank = {i: r for r, i in enumerate(valid)}
+    if order == "recent_first":
+        rank = {i: len(valid) - 1 - r for i, r in rank.items()}
 
     def e_hat(i, j):
         if transform == "shared":
@@ -55,22 +59,29 @@ def _inputs(batch=3, length=6, dim=5, seed=0):
     return e, mask
 
 
-def _positions(mask):
-    return np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+def _positions(mask, order="oldest_first"):
+    """Position of each valid slot: its rank from the oldest (or from the most recent)."""
+    rank = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    if order == "recent_first":
+        rank = np.maximum(mask.sum(axis=1, keepdims=True) - 1 - rank, 0)
+    return rank
 
 
-@pytest.mark.parametrize("transform,initial,dynamic", [
-    ("shared", "random_normal", True),       # MIND B2I
-    ("shared", "random_normal", False),
-    ("per_position", "zeros", False),        # ComiRec-DR
+@pytest.mark.parametrize("transform,initial,dynamic,order", [
+    ("shared", "random_normal", True, "oldest_first"),       # MIND B2I
+    ("shared", "random_normal", False, "oldest_first"),
+    ("shared", "random_normal", False, "recent_first"),
+    ("per_position", "zeros", False, "oldest_first"),        # ComiRec-DR
+    ("per_position", "zeros", False, "recent_first"),
 ])
-def test_routing_matches_numpy_reference_with_fixed_logits(transform, initial, dynamic):
+def test_routing_matches_numpy_reference_with_fixed_logits(transform, initial, dynamic, order):
     e, mask = _inputs()
     layer = CapsuleRouting(num_interests=4, units=7, iterations=3, transform=transform,
                            initial_logits=initial, max_length=6, dynamic_interests=dynamic,
-                           seed=3)
+                           position_order=order, seed=3)
     capsules, active = layer(e, mask=mask, training=False)
-    logits = layer.inference_logits(tf.constant(_positions(mask))).numpy()
+    # Logits indexed by slot: the fixed draw of each valid behaviour's position.
+    logits = layer.inference_logits(tf.constant(_positions(mask, order))).numpy()
     if initial == "zeros":
         assert not logits.any()
     kernel = layer.kernel.numpy()
@@ -78,8 +89,28 @@ def test_routing_matches_numpy_reference_with_fixed_logits(transform, initial, d
         n_active = int(active[user].numpy().sum())
         expected_active = min(4, max(1, int(np.floor(np.log2(mask[user].sum()))))) if dynamic else 4
         assert n_active == expected_active
-        expected = _np_routing(e[user], mask[user], kernel, logits[user], 3, transform, n_active)
+        expected = _np_routing(e[user], mask[user], kernel, logits[user], 3, transform, n_active,
+                               order)
         np.testing.assert_allclose(capsules[user].numpy(), expected, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("order,picked", [("oldest_first", 0), ("recent_first", -1)])
+def test_position_order_picks_which_behaviour_w0_transforms(order, picked):
+    # K = 1: every valid behaviour has w_i1 = 1, so u = squash(sum_i W_{p(i)} e_i). With W_0 = I
+    # and every other W_p = 0, u = squash(e_{p^-1(0)}): the oldest behaviour for "oldest_first",
+    # the most recent one for "recent_first", whatever the history's length.
+    e, mask = _inputs()
+    layer = CapsuleRouting(1, transform="per_position", initial_logits="zeros", max_length=6,
+                           position_order=order)
+    layer(e, mask=mask, training=False)
+    kernel = np.zeros(layer.kernel.shape, np.float32)
+    kernel[0, 0] = np.eye(e.shape[2])
+    layer.kernel.assign(kernel)
+    capsules, _ = layer(e, mask=mask, training=False)
+    for user in range(e.shape[0]):
+        z = e[user][mask[user]][picked]
+        np.testing.assert_allclose(capsules[user, 0].numpy(), _np_squash(z), rtol=1e-5,
+                                   atol=1e-6)
 
 
 @pytest.mark.parametrize("length,expected", [(1, 1), (3, 1), (8, 3), (16, 4), (2, 1), (7, 2),
@@ -96,12 +127,16 @@ def test_squash_golden_value():
     np.testing.assert_array_equal(squash(tf.zeros([1, 3])).numpy(), np.zeros([1, 3]))
 
 
-@pytest.mark.parametrize("transform,initial", [("shared", "random_normal"),
-                                               ("per_position", "zeros")])
-def test_padded_positions_change_nothing(transform, initial):
+@pytest.mark.parametrize("transform,initial,order", [
+    ("shared", "random_normal", "oldest_first"),
+    ("per_position", "zeros", "oldest_first"),
+    ("shared", "random_normal", "recent_first"),
+    ("per_position", "zeros", "recent_first"),
+])
+def test_padded_positions_change_nothing(transform, initial, order):
     e, mask = _inputs()
     layer = CapsuleRouting(4, transform=transform, initial_logits=initial, max_length=9,
-                           dynamic_interests=True)
+                           dynamic_interests=True, position_order=order)
     reference, _ = layer(e, mask=mask, training=False)
     # Garbage in padded slots, plus three extra padded slots at the end.
     noisy = np.where(mask[:, :, None], e, 100.0 * np.random.default_rng(1).normal(size=e.shape))
@@ -173,6 +208,8 @@ def test_bad_arguments_raise_actionable_errors():
         CapsuleRouting(4, transform="shared", initial_logits="zeros")
     with pytest.raises(ValueError, match="transform"):
         CapsuleRouting(4, transform="bilinear")
+    with pytest.raises(ValueError, match="position_order"):
+        CapsuleRouting(4, position_order="newest")
     with pytest.raises(ValueError, match=r"\[batch, length, dim\]"):
         CapsuleRouting(4)(tf.zeros([3, 5]))
     with pytest.raises(TypeError, match="float"):
@@ -181,7 +218,7 @@ def test_bad_arguments_raise_actionable_errors():
 
 def test_config_and_savedmodel_round_trip(tmp_path):
     layer = CapsuleRouting(3, units=4, transform="per_position", initial_logits="zeros",
-                           max_length=6, seed=2, name="routing")
+                           max_length=6, position_order="recent_first", seed=2, name="routing")
     e, mask = _inputs()
     expected, expected_active = layer(e, mask=mask, training=False)
     clone = CapsuleRouting.from_config(layer.get_config())

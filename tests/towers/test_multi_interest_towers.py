@@ -189,3 +189,26 @@ def test_comirec_dr_kernel_initializer_is_configurable_and_round_trips():
         tower({"history": HISTORY}, training=False)
     assert reference.routing.kernel.numpy().std() == pytest.approx(1.0, rel=0.05)
     assert default.routing.kernel.numpy().std() == pytest.approx((2 / 576) ** 0.5, rel=0.15)
+
+
+def test_comirec_dr_position_order_round_trips_and_keeps_padding_inert():
+    # "recent_first": W_0j transforms the latest behaviour. Right padding, extra padded slots
+    # and another batch composition still change nothing; the order survives get_config.
+    tower = _make("comirec_dr", position_order="recent_first")
+    config = tower.get_config()
+    assert config["position_order"] == "recent_first"
+    assert ComiRecDR.from_config(config).get_config() == config
+    ref = tower({"history": HISTORY}, training=False).numpy()
+    longer = np.concatenate([HISTORY, np.zeros((3, 3), np.int64)], axis=1)
+    np.testing.assert_allclose(tower({"history": longer}, training=False).numpy(), ref,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tower({"history": HISTORY[1:2]}, training=False).numpy()[0],
+                               ref[1], rtol=1e-5, atol=1e-6)
+    assert tower.routing.position_order == "recent_first"
+    # Same weights, other order: other interests for histories longer than one item.
+    oldest = _make("comirec_dr")
+    oldest({"history": HISTORY}, training=False)
+    oldest.set_weights(tower.get_weights())
+    other = oldest({"history": HISTORY}, training=False).numpy()
+    np.testing.assert_allclose(other[2], ref[2], rtol=1e-5, atol=1e-6)  # length 1: W_0 both ways
+    assert np.abs(other[:2] - ref[:2]).max() > 1e-4

@@ -10,6 +10,7 @@ __all__ = ["CapsuleRouting", "squash", "interest_count", "l2_or_none"]
 
 _TRANSFORMS = ("shared", "per_position")
 _INITIAL_LOGITS = ("random_normal", "zeros")
+_POSITION_ORDERS = ("oldest_first", "recent_first")
 
 
 def l2_or_none(weight_decay: float):
@@ -92,8 +93,11 @@ class CapsuleRouting(tf.keras.layers.Layer):
         carried across batches). At inference they are a fixed draw (a stateless normal with
         `seed`), indexed by each behaviour's rank among the valid positions, so one history
         always yields the same capsules whatever its padding or batch.
-      * Positions for `"per_position"` are likewise the rank among valid behaviours (oldest = 0),
-        which equals the slot index for right-padded histories.
+      * Positions (of `"per_position"`'s `W_pj` and of the fixed inference logits) are the rank
+        among the valid behaviours, counted from the oldest (`position_order="oldest_first"`,
+        the slot index of a right-padded history, as in ComiRec's reference code) or from the
+        most recent (`"recent_first"`: position 0 is the latest behaviour whatever the
+        history's length). Both papers only say "behaviour i"; either order is a reading of it.
 
     Args:
       num_interests: int. K, the number of interest capsules.
@@ -103,6 +107,8 @@ class CapsuleRouting(tf.keras.layers.Layer):
       initial_logits: str. `"random_normal"` or `"zeros"`.
       logit_stddev: float. Standard deviation of random initial logits.
       max_length: int or None. Number of positions for `"per_position"` (required there).
+      position_order: str. `"oldest_first"` or `"recent_first"`: which end of the history is
+        position 0 (see above). Histories are given oldest first either way.
       dynamic_interests: bool. Use MIND's dynamic interest count.
       seed: int. Seed of the fixed inference-time logits.
       kernel_initializer: initializer of `S` / `W`.
@@ -131,7 +137,8 @@ class CapsuleRouting(tf.keras.layers.Layer):
     def __init__(self, num_interests: int, units: Optional[int] = None, iterations: int = 3,
                  transform: str = "shared", initial_logits: str = "random_normal",
                  logit_stddev: float = 1.0, max_length: Optional[int] = None,
-                 dynamic_interests: bool = False, seed: int = 0,
+                 position_order: str = "oldest_first", dynamic_interests: bool = False,
+                 seed: int = 0,
                  kernel_initializer="glorot_normal", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(num_interests, int) or num_interests < 1:
@@ -143,6 +150,9 @@ class CapsuleRouting(tf.keras.layers.Layer):
         if initial_logits not in _INITIAL_LOGITS:
             raise ValueError(
                 f"initial_logits must be one of {_INITIAL_LOGITS}, got {initial_logits!r}.")
+        if position_order not in _POSITION_ORDERS:
+            raise ValueError(
+                f"position_order must be one of {_POSITION_ORDERS}, got {position_order!r}.")
         if transform == "per_position" and (not isinstance(max_length, int) or max_length < 1):
             raise ValueError(
                 "transform='per_position' needs max_length (the longest history fed), "
@@ -158,6 +168,7 @@ class CapsuleRouting(tf.keras.layers.Layer):
         self.initial_logits = initial_logits
         self.logit_stddev = float(logit_stddev)
         self.max_length = max_length
+        self.position_order = position_order
         self.dynamic_interests = bool(dynamic_interests)
         self.seed = int(seed)
         self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
@@ -178,7 +189,8 @@ class CapsuleRouting(tf.keras.layers.Layer):
     def _predictions(self, inputs):
         """`e_hat`: `[batch, length, units]` (shared) or `[batch, length, K, units]`.
 
-        `inputs` are compacted (valid behaviours first), so slot l holds the behaviour of rank l.
+        `inputs` are compacted (valid behaviours first, in `position_order`), so slot l holds
+        the behaviour at position l.
         """
         if self.transform == "shared":
             return tf.einsum("bld,du->blu", inputs, self.kernel)
@@ -217,10 +229,15 @@ class CapsuleRouting(tf.keras.layers.Layer):
         if mask is None:
             mask = tf.ones([batch, length], tf.bool)
         mask = tf.cast(mask, tf.bool)
-        # Compact: valid behaviours first, in their original order (a stable sort), so that the
-        # slot of a valid behaviour is its rank. Routing sums over behaviours, so the
+        # Compact: valid behaviours first, oldest or most recent first (a stable sort), so that
+        # the slot of a valid behaviour is its position. Routing sums over behaviours, so the
         # permutation changes nothing else.
-        order = tf.argsort(tf.cast(tf.logical_not(mask), tf.int32), axis=1, stable=True)
+        slot = tf.range(length)[None, :]
+        if self.position_order == "recent_first":
+            key = tf.where(mask, length - 1 - slot, length + slot)
+        else:
+            key = tf.cast(tf.logical_not(mask), tf.int32)
+        order = tf.argsort(key, axis=1, stable=True)
         inputs = tf.gather(inputs, order, batch_dims=1)
         mask = tf.gather(mask, order, batch_dims=1)
         valid = tf.cast(mask, inputs.dtype)
@@ -271,6 +288,7 @@ class CapsuleRouting(tf.keras.layers.Layer):
             "initial_logits": self.initial_logits,
             "logit_stddev": self.logit_stddev,
             "max_length": self.max_length,
+            "position_order": self.position_order,
             "dynamic_interests": self.dynamic_interests,
             "seed": self.seed,
             "kernel_initializer": tf.keras.initializers.serialize(self.kernel_initializer),

@@ -359,6 +359,9 @@ class ComiRecDRRecipe(MultiInterestRecipe):
         parser.add_argument("--routing-init-stddev", type=float, default=0.0,
                             help="draw W from N(0, stddev^2) (the authors' code: 1.0); "
                                  "0 = Glorot normal over the whole W tensor")
+        parser.add_argument("--position-order", choices=("oldest_first", "recent_first"),
+                            default="oldest_first",
+                            help="which end of the history W_0j transforms")
 
     def build_query_tower(self, params, protocol, item_embedding):
         stddev = float(params.get("routing_init_stddev", 0.0))
@@ -367,6 +370,7 @@ class ComiRecDRRecipe(MultiInterestRecipe):
         return ComiRecDR(item_embedding, num_interests=int(params.get("num_interests", 4)),
                          max_length=protocol.max_history,
                          routing_iterations=int(params.get("routing_iterations", 3)),
+                         position_order=str(params.get("position_order", "oldest_first")),
                          kernel_initializer=(tf.keras.initializers.RandomNormal(stddev=stddev)
                                              if stddev > 0 else "glorot_normal"),
                          weight_decay=float(params.get("weight_decay", 0.0)),

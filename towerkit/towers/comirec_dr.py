@@ -22,14 +22,18 @@ class ComiRecDR(MultiInterestTower):
     dot product (`argmax`, ComiRec Section 3.3). No gradient flows through the routing
     coefficients (see `CapsuleRouting`).
 
-    Positions are the rank among the valid behaviours (oldest fed item = 0), which is the slot
-    index of towerkit's left-aligned, right-padded histories.
+    Positions are the rank among the valid behaviours, counted from the oldest fed item
+    (`position_order="oldest_first"`: the slot index of towerkit's left-aligned, right-padded
+    histories, as in the authors' code) or from the most recent one (`"recent_first"`: `W_0j`
+    always transforms the latest behaviour, `W_1j` the one before, whatever the history's
+    length). The paper indexes `W_ij` by "behaviour i" without fixing the order.
 
     Args:
       item_embedding: Keras layer, item indices -> `[..., dim]`.
       num_interests: int. K.
       max_length: int. Longest history fed (one `W` per position).
       routing_iterations: int. 3 in the paper.
+      position_order: str. `"oldest_first"` or `"recent_first"` (see above).
       weight_decay: float. L2 penalty `weight_decay * sum(W^2)` on the routing transforms,
         added to the training loss (`self.losses`); 0 = none. The paper trains without it,
         but its `K * max_length` matrices overfit MovieLens 100k (see the recipe).
@@ -58,15 +62,18 @@ class ComiRecDR(MultiInterestTower):
 
     def __init__(self, item_embedding, num_interests: int = 4, max_length: int = 20,
                  routing_iterations: int = 3, weight_decay: float = 0.0,
-                 kernel_initializer="glorot_normal", readout=None, **kwargs):
+                 kernel_initializer="glorot_normal", position_order: str = "oldest_first",
+                 readout=None, **kwargs):
         super().__init__(item_embedding, num_interests, readout=readout, **kwargs)
         self.max_length = max_length
         self.routing_iterations = routing_iterations
         self.weight_decay = float(weight_decay)
+        self.position_order = position_order
         self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
         self.routing = CapsuleRouting(num_interests, iterations=routing_iterations,
                                       transform="per_position", initial_logits="zeros",
-                                      max_length=max_length, dynamic_interests=False,
+                                      max_length=max_length, position_order=position_order,
+                                      dynamic_interests=False,
                                       kernel_initializer=self.kernel_initializer,
                                       kernel_regularizer=_l2(self.weight_decay), name="routing")
 
@@ -79,6 +86,7 @@ class ComiRecDR(MultiInterestTower):
         config.update({"max_length": self.max_length,
                        "routing_iterations": self.routing_iterations,
                        "weight_decay": self.weight_decay,
+                       "position_order": self.position_order,
                        "kernel_initializer": tf.keras.initializers.serialize(
                            self.kernel_initializer)})
         return config
