@@ -18,6 +18,23 @@ def test_hard_readout_picks_largest_signed_dot():
     np.testing.assert_array_equal(out, [[1.0, 2.0]])
 
 
+def test_cosine_readout_picks_the_interest_that_retrieves_the_target():
+    # v1 = (3, 0), v2 = (0.6, 0.8), t = (0.6, 0.8). Dots: (1.8, 1.0) -> the long v1 wins.
+    # Cosines: (0.6, 1.0) -> v2 wins, the interest whose cosine retrieval ranks t first.
+    interests = np.array([[[3.0, 0.0], [0.6, 0.8]]], np.float32)
+    target = np.array([[0.6, 0.8]], np.float32)
+    np.testing.assert_array_equal(LabelAwareAttention(hard=True)(interests, target).numpy(),
+                                  [[3.0, 0.0]])
+    cosine = LabelAwareAttention(hard=True, cosine=True)
+    np.testing.assert_allclose(cosine.scores(interests, target).numpy(), [[0.6, 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(cosine(interests, target).numpy(), [[0.6, 0.8]], rtol=1e-6)
+    # Soft, p = 2: a = softmax(2 * (0.6, 1.0)) = (1, e^0.8) / (1 + e^0.8) = (0.3100255, 0.6899745);
+    # the readout mixes the raw (unnormalised) interests.
+    soft = LabelAwareAttention(p=2.0, cosine=True)(interests, target).numpy()
+    np.testing.assert_allclose(soft, [[0.3100255 * 3 + 0.6899745 * 0.6, 0.6899745 * 0.8]],
+                               rtol=1e-5)
+
+
 def test_soft_attention_golden_value():
     # p = 0.5: a = softmax(0.5 * (-5, 1)) = softmax(-2.5, 0.5) = (e^-3, 1)/(1 + e^-3)
     #        = (0.0474259, 0.9525741); v = a1 * (-5, 0) + a2 * (1, 2) = (0.7154, 1.9051).
@@ -56,6 +73,8 @@ def test_bad_arguments():
 def test_config_and_savedmodel_round_trip(tmp_path):
     layer = LabelAwareAttention(p=2.0, name="la")
     assert LabelAwareAttention.from_config(layer.get_config()).get_config() == layer.get_config()
+    cosine = LabelAwareAttention(hard=True, cosine=True)
+    assert LabelAwareAttention.from_config(cosine.get_config()).cosine
     v = tf.keras.Input([2, 2])
     t = tf.keras.Input([2])
     model = tf.keras.Model([v, t], layer(v, t))

@@ -82,6 +82,20 @@ def test_comirec_training_vector_is_the_largest_signed_dot_interest(kind):
     np.testing.assert_allclose(user, interests.numpy()[np.arange(3), picked], rtol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["comirec_dr", "comirec_sa"])
+def test_cosine_readout_trains_and_reports_the_largest_cosine_interest(kind):
+    tower = _make(kind, readout=LabelAwareAttention(hard=True, cosine=True))
+    interests, _ = tower.interests({"history": HISTORY}, training=False)
+    v = interests.numpy()
+    target = tf.constant(np.random.default_rng(4).normal(size=(3, DIM)).astype(np.float32))
+    unit = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    expected = np.einsum("bkd,bd->bk", unit, target.numpy()).argmax(1)
+    np.testing.assert_array_equal(tower.assignments({"history": HISTORY}, target).numpy(),
+                                  expected)
+    user = tower.training_vector({"history": HISTORY}, target, training=False).numpy()
+    np.testing.assert_allclose(user, v[np.arange(3), expected], rtol=1e-6)
+
+
 def test_comirec_sa_attention_masks_padding():
     tower = _make("comirec_sa")
     tower({"history": HISTORY})

@@ -27,9 +27,15 @@ class LabelAwareAttention(tf.keras.layers.Layer):
     at those three points, is monotone in the signed score for every `p > 0`, and cannot
     overflow (softmax subtracts the maximum). That is the choice made here.
 
+    With `cosine=True` the scores are `s_k = cos(v_k, e_target)`. Use it when retrieval scores
+    by cosine (`l2_normalize`): an item is then retrieved by the interest with the largest
+    cosine, so training that interest on the target keeps training and retrieval in agreement.
+    Raw dots would favour interests with a larger norm, which retrieval ignores.
+
     Args:
       p: float >= 0. Sharpness. Ignored when `hard`.
-      hard: bool. Pick the single interest with the largest signed dot product.
+      hard: bool. Pick the single interest with the largest signed score.
+      cosine: bool. Score by cosine instead of the dot product.
 
     Call args:
       interests: float tensor `[batch, num_interests, dim]`.
@@ -51,7 +57,7 @@ class LabelAwareAttention(tf.keras.layers.Layer):
       https://arxiv.org/abs/2005.09347 (Section 3.3, `argmax` readout).
     """
 
-    def __init__(self, p: float = 1.0, hard: bool = False, **kwargs):
+    def __init__(self, p: float = 1.0, hard: bool = False, cosine: bool = False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not p >= 0:
             raise ValueError(f"p must be a float >= 0, got {p!r}.")
@@ -59,6 +65,7 @@ class LabelAwareAttention(tf.keras.layers.Layer):
             raise ValueError("p = inf is the hard readout: pass hard=True instead.")
         self.p = float(p)
         self.hard = bool(hard)
+        self.cosine = bool(cosine)
 
     def attention(self, interests, target, interest_mask=None):
         """The weights `[batch, num_interests]` (one-hot when `hard`)."""
@@ -68,7 +75,7 @@ class LabelAwareAttention(tf.keras.layers.Layer):
             raise ValueError(
                 "LabelAwareAttention expects interests [batch, num_interests, dim] and target "
                 f"[batch, dim], got {interests.shape} and {target.shape}.")
-        scores = tf.einsum("bkd,bd->bk", interests, target)
+        scores = self.scores(interests, target)
         logits = scores if self.hard else self.p * scores
         if interest_mask is not None:
             interest_mask = tf.cast(interest_mask, tf.bool)
@@ -81,11 +88,18 @@ class LabelAwareAttention(tf.keras.layers.Layer):
             weights = tf.where(interest_mask, weights, 0.0)
         return weights
 
+    def scores(self, interests, target):
+        """The signed scores `[batch, num_interests]`: dot products, or cosines if `cosine`."""
+        if self.cosine:
+            interests = tf.math.l2_normalize(interests, axis=-1)
+            target = tf.math.l2_normalize(target, axis=-1)
+        return tf.einsum("bkd,bd->bk", interests, target)
+
     def call(self, interests, target, interest_mask=None):
         weights = self.attention(interests, target, interest_mask)
         return tf.einsum("bk,bkd->bd", weights, interests)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"p": self.p, "hard": self.hard})
+        config.update({"p": self.p, "hard": self.hard, "cosine": self.cosine})
         return config

@@ -115,12 +115,13 @@ class MultiInterestTower(tf.keras.layers.Layer, abc.ABC):
         return self.readout(interests, target_embeddings, interest_mask)
 
     def assignments(self, inputs, target_embeddings):
-        """Index `[batch]` of the interest with the largest signed dot with each target.
+        """Index `[batch]` of the interest with the largest signed score with each target.
 
-        Inference mode (fixed routing); inactive interests are never picked.
+        The score is the readout's (dot product, or cosine with `readout.cosine`). Inference
+        mode (fixed routing); inactive interests are never picked.
         """
         interests, interest_mask = self.interests(inputs, training=False)
-        scores = tf.einsum("bkd,bd->bk", interests, target_embeddings)
+        scores = self.readout.scores(interests, target_embeddings)
         return tf.argmax(tf.where(interest_mask, scores, tf.float32.min), axis=1,
                          output_type=tf.int32)
 

@@ -359,6 +359,9 @@ class ComiRecDRRecipe(MultiInterestRecipe):
         parser.add_argument("--routing-init-stddev", type=float, default=0.0,
                             help="draw W from N(0, stddev^2) (the authors' code: 1.0); "
                                  "0 = Glorot normal over the whole W tensor")
+        parser.add_argument("--cosine-readout", action="store_true",
+                            help="train the interest with the largest cosine to the target "
+                                 "(the one that retrieves it under cosine scores)")
         parser.add_argument("--position-order", choices=("oldest_first", "recent_first"),
                             default="oldest_first",
                             help="which end of the history W_0j transforms")
@@ -374,7 +377,9 @@ class ComiRecDRRecipe(MultiInterestRecipe):
                          kernel_initializer=(tf.keras.initializers.RandomNormal(stddev=stddev)
                                              if stddev > 0 else "glorot_normal"),
                          weight_decay=float(params.get("weight_decay", 0.0)),
-                         dropout=float(params.get("dropout", 0.0)))
+                         dropout=float(params.get("dropout", 0.0)),
+                         readout=LabelAwareAttention(
+                             hard=True, cosine=bool(params.get("cosine_readout", False))))
 
 
 @register_recipe
