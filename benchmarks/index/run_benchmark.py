@@ -4,9 +4,10 @@ Data: `clustered_data.clustered_dataset` (mixture of 1,000 Gaussians, varied nor
 top-10 as truth. Methods: TFRS BruteForce and towerkit BruteForce (in process, tf.function),
 native ScaNN (tree + AH + reorder; `measure_scann.py`, own process), the Annoy library and
 towerkit's Annoy SavedModel, and towerkit's PortableIndex SavedModel built on the native ScaNN
-searcher's own partition. SavedModels are timed by `measure_saved_model.py` in a clean process
-(TensorFlow only), through the TF2 signature call and through a TF1 Session (`--session`, the
-path TF Serving takes).
+searcher's own partition. SavedModels are timed in clean processes three ways: the TF2 signature call
+and a TF1 `Session.run` from Python (`measure_saved_model.py`, TensorFlow only), and TensorFlow's
+C API from a C program with no Python in it (`measure_c_api.py`: the SavedModelBundle +
+Session::Run path of TF Serving's C++ server; needs a C compiler).
 
   python benchmarks/index/run_benchmark.py --sizes 100000 1000000 --workdir /tmp/tk_index_bench
 
@@ -157,8 +158,8 @@ def run_size(n: int, args) -> dict:
     methods["empty_saved_model_call"] = {"points": [], "note": "returns zeros: recall 0; the "
                                          "cost of calling any SavedModel signature from Python"}
 
-    # Native ScaNN (serialized searcher), the portable SavedModel (TF2 signature call and TF1
-    # Session.run, TF Serving's path) and an empty SavedModel are each timed in a process of
+    # Native ScaNN (serialized searcher), the portable SavedModel (TF2 signature call, TF1
+    # Session.run and the C API) and an empty SavedModel are each timed in a process of
     # their own, in alternating rounds; each point keeps its best round: the machine is shared,
     # and interference that comes and goes would otherwise favour whichever ran in a quiet
     # minute.
@@ -168,6 +169,8 @@ def run_size(n: int, args) -> dict:
         key = (method, json.dumps(setting, sort_keys=True), batch)
         rounds.setdefault(key, []).append((cpu_qps, qps, recall, done, setting))
 
+    # The C API process (no Python: TF Serving's SavedModelBundle + Session::Run path).
+    c_api = ["--build-dir", str(work / "c_build")]
     scann_settings = [{"leaves_to_search": max(1, int(round(frac * num_leaves))),
                        "reorder": reorder}
                       for frac in args.scann_leaf_fractions for reorder in args.scann_reorder]
@@ -178,13 +181,19 @@ def run_size(n: int, args) -> dict:
         ("portable_saved_model", "measure_saved_model.py", portable_dir, portable_settings, []),
         ("portable_saved_model_session", "measure_saved_model.py", portable_dir,
          portable_settings, ["--session"]),
+        ("portable_saved_model_c_api", "measure_c_api.py", portable_dir, portable_settings,
+         c_api),
         ("empty_saved_model_call", "measure_saved_model.py", floor_dir, [], []),
-        ("empty_saved_model_session", "measure_saved_model.py", floor_dir, [], ["--session"]))
+        ("empty_saved_model_session", "measure_saved_model.py", floor_dir, [], ["--session"]),
+        ("empty_saved_model_c_api", "measure_c_api.py", floor_dir, [], c_api))
     for method, *_ in measured[1:]:
         methods.setdefault(method, {"points": []})
-    methods["portable_saved_model_session"].update(
-        {k: v for k, v in methods["portable_saved_model"].items() if k != "points"})
-    methods["empty_saved_model_session"]["note"] = methods["empty_saved_model_call"]["note"]
+    for suffix in ("session", "c_api"):
+        methods[f"portable_saved_model_{suffix}"].update(
+            {k: v for k, v in methods["portable_saved_model"].items() if k != "points"})
+        methods[f"empty_saved_model_{suffix}"]["note"] = methods["empty_saved_model_call"]["note"]
+    methods["empty_saved_model_c_api"]["note"] = ("returns zeros: recall 0; the cost of one "
+                                                  "TF_SessionRun call from C")
     for r in range(args.rounds):
         for method, script, path, settings, extra in measured:
             log(f"n={n}: round {r + 1}/{args.rounds}: {method} (own process)")
@@ -293,6 +302,7 @@ def main():
     parser.add_argument("--out", default=str(HERE))
     args = parser.parse_args()
     out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     for n in args.sizes:
         result = run_size(n, args)
         result["command"] = " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])

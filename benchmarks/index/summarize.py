@@ -38,7 +38,8 @@ def main(paths):
             print(f"| {name} | {data.get('build_s', float('nan')):.1f} | "
                   f"{(size or 0) / 1e6:.1f} | {cells[0]} | {cells[1]} |")
         for floor_name, how in (("empty_saved_model_call", "TF2 signature call"),
-                                ("empty_saved_model_session", "TF1 Session.run")):
+                                ("empty_saved_model_session", "TF1 Session.run"),
+                                ("empty_saved_model_c_api", "C API TF_SessionRun")):
             floor = methods.get(floor_name)
             if not floor:
                 continue
@@ -50,7 +51,8 @@ def main(paths):
             if scann_one and 1 in cells:
                 print(f"At batch 1 that floor alone is {cells[1] / scann_one['cpu_qps']:.2f}x "
                       "native ScaNN's best point at recall >= 0.95.")
-        for ours_name in ("portable_saved_model", "portable_saved_model_session"):
+        for ours_name in ("portable_saved_model", "portable_saved_model_session",
+                          "portable_saved_model_c_api"):
             if (ours_name, 1) not in best:
                 continue
             print(f"\nRatios of {ours_name} at recall >= 0.95 (CPU-QPS):\n")
