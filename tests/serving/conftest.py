@@ -199,15 +199,17 @@ class RestModelServer:
     """TF Serving's REST predict/status/metadata endpoints on 127.0.0.1, backed by a SavedModel.
 
     `replies` (optional) is a list of (status, body dict) served before the model answers, e.g.
-    [(503, {...})] to test retries; `delay_s` sleeps before answering, to test timeouts.
+    [(503, {...})] to test retries; `status_replies` the same for the status endpoint (GET), e.g.
+    a model still LOADING; `delay_s` sleeps before answering, to test timeouts.
     """
 
-    def __init__(self, export_dir, model_name=MODEL_NAME, replies=(), delay_s=0.0):
+    def __init__(self, export_dir, model_name=MODEL_NAME, replies=(), delay_s=0.0,
+                 status_replies=()):
         loaded = tf.saved_model.load(str(export_dir))
         version = str(int(export_dir.name))
         prefix = f"/v1/models/{model_name}"
         self.requests = []
-        queue = list(replies)
+        queue, status_queue = list(replies), list(status_replies)
         server_self = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -236,6 +238,8 @@ class RestModelServer:
             def do_GET(self):
                 server_self.requests.append(("GET", self.path, None))
                 route = self._route()
+                if route == "" and status_queue:
+                    return self._send(*status_queue.pop(0))
                 if route == "":
                     return self._send(200, {"model_version_status": [{
                         "version": version, "state": "AVAILABLE",

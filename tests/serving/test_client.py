@@ -162,6 +162,45 @@ def test_rest_gives_up_after_bounded_retries(toy_export, toy):
         server.stop()
 
 
+def _status_body(version, state, error=""):
+    """A GetModelStatus REST reply (TF Serving's JSON form of GetModelStatusResponse)."""
+    return {"model_version_status": [{"version": str(version), "state": state, "status": {
+        "error_code": "UNKNOWN" if error else "OK", "error_message": error}}]}
+
+
+def test_wait_for_version_waits_out_a_starting_server(toy_export, rest_server, grpc_server, toy):
+    for url in (rest_server.url, grpc_server.url):
+        states = serving.Client(url, toy.MODEL_NAME).wait_for_version(1, timeout=10)
+        assert states == [{"version": 1, "state": "AVAILABLE", "error": ""}]
+    # Model not found yet (404), then loading, then available: three status calls waited out.
+    server = toy.RestModelServer(toy_export, status_replies=[
+        (404, {"error": "Servable not found for request: Latest(toy)"}),
+        (200, _status_body(1, "LOADING"))])
+    try:
+        client = serving.Client(server.url, toy.MODEL_NAME, retries=0)
+        assert client.wait_for_version(1, timeout=10, poll=0.01)[0]["state"] == "AVAILABLE"
+        assert [r[0] for r in server.requests] == ["GET", "GET", "GET"]
+    finally:
+        server.stop()
+
+
+def test_wait_for_version_reports_a_failed_load_and_a_timeout(toy_export, toy):
+    failed = _status_body(1, "END", "Op type not registered 'ScannSearchBatched'")
+    server = toy.RestModelServer(toy_export, status_replies=[(200, failed)])
+    try:
+        client = serving.Client(server.url, toy.MODEL_NAME, retries=0)
+        with pytest.raises(serving.ServingError, match="version 1 failed to load.*ScannSearch"):
+            client.wait_for_version(1, timeout=10, poll=0.01)
+        # Version 2 never shows up: a timeout that names what the server did report.
+        with pytest.raises(serving.ServingTimeoutError,
+                           match="version 2 was not AVAILABLE.*version 1 AVAILABLE"):
+            client.wait_for_version(2, timeout=0.3, poll=0.05)
+        with pytest.raises(ValueError, match="timeout > 0"):
+            client.wait_for_version(1, timeout=0)
+    finally:
+        server.stop()
+
+
 def test_rest_timeout(toy_export, toy):
     server = toy.RestModelServer(toy_export, delay_s=1.5)
     try:

@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -33,19 +32,6 @@ def _free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _wait_for_version(client, version, seconds=120):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            states = {s["version"]: s["state"] for s in client.status()}
-            if states.get(version) == "AVAILABLE":
-                return states
-        except serving.ServingError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"version {version} was not AVAILABLE within {seconds} s")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +56,7 @@ def live(tmp_path_factory, toy_index, toy):
          "--file_system_poll_wait_seconds=1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for_version(serving.Client(f"http://127.0.0.1:{rest_port}", toy.MODEL_NAME), 1)
+        serving.Client(f"http://127.0.0.1:{rest_port}", toy.MODEL_NAME).wait_for_version(1)
         yield (f"http://127.0.0.1:{rest_port}", f"grpc://127.0.0.1:{grpc_port}", toy.MODEL_NAME,
                base, ["u1", "u8", "stranger"], process)
     finally:
@@ -114,7 +100,7 @@ def test_rolling_a_new_version(live, toy_index, toy):
     client = serving.Client(rest_url, name)
     new = serving.export(toy_index, base, query_signature=toy.USER_SIGNATURE)
     assert new.name == "2"
-    _wait_for_version(client, 2)
+    client.wait_for_version(2)
     pinned = serving.Client(rest_url, name, version=2)
     np.testing.assert_array_equal(pinned.predict({"user_id": users}).ids,
                                   toy.numpy_top_k(users)[0])

@@ -245,6 +245,51 @@ class Client:
                  "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
                  "error": s.status.error_message} for s in response.model_version_status]
 
+    def wait_for_version(self, version: int, timeout: float = 120.0, poll: float = 0.5) -> list:
+        """Blocks until `version` of the model is AVAILABLE on the server; returns `status()`.
+
+        For a server that was just started, or a new version just copied into the model base
+        path: while the server is not up yet or has not found the model, `status()` fails with
+        ServerUnavailableError or ModelNotFoundError, and those are waited out.
+
+        Args:
+          version: int. The version directory's number.
+          timeout: float. Seconds to wait in all.
+          poll: float. Seconds between two `status()` calls.
+
+        Returns:
+          The `status()` list of the call that saw the version AVAILABLE.
+
+        Raises:
+          ServingError: the server tried the version and gave up on it (state END with an error,
+            e.g. a SavedModel that needs ops the server does not have); the message is the
+            server's.
+          ServingTimeoutError: the version was not AVAILABLE within `timeout`; the message gives
+            the last states seen (or the last error).
+        """
+        if timeout <= 0 or poll <= 0:
+            raise ValueError(f"need timeout > 0 and poll > 0, got {timeout} and {poll}.")
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while True:
+            try:
+                states = self.status()
+            except (ServerUnavailableError, ModelNotFoundError) as error:
+                last = f"last error: {error}"
+            else:
+                mine = [s for s in states if s["version"] == int(version)]
+                if mine and mine[0]["state"] == "AVAILABLE":
+                    return states
+                if mine and mine[0]["state"] == "END" and mine[0]["error"]:
+                    raise ServingError(f"{self.model_name} version {version} failed to load on "
+                                       f"{self.url}: {mine[0]['error']}")
+                last = "last states: " + (", ".join(
+                    f"version {s['version']} {s['state']}" for s in states) or "none")
+            if time.monotonic() + poll > deadline:
+                raise ServingTimeoutError(f"{self.model_name} version {version} was not AVAILABLE "
+                                          f"on {self.url} within {timeout} s ({last}).")
+            time.sleep(poll)
+
     def metadata(self) -> dict:
         """Returns the served model's signatures: `{name: Signature}` with inputs and outputs."""
         if self.protocol == "grpc":

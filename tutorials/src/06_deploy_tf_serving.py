@@ -31,7 +31,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 
 import towerkit  # first: switches TensorFlow to the legacy Keras that TFRS needs
 
@@ -162,18 +161,6 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def wait_until_available(client, version, seconds=120):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if {s["version"]: s["state"] for s in client.status()}.get(version) == "AVAILABLE":
-                return
-        except serving.ServingError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"version {version} not AVAILABLE after {seconds} s")
-
-
 if binary:
     # Serve the two newest versions (TF Serving's default policy keeps only the latest one), as
     # serving/models.config does, so that a client pinned to version 1 survives the rollout.
@@ -188,7 +175,7 @@ if binary:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     clients = {"REST": serving.Client(f"http://127.0.0.1:{rest_port}", MODEL_NAME),
                "gRPC": serving.Client(f"grpc://127.0.0.1:{grpc_port}", MODEL_NAME)}
-    wait_until_available(clients["REST"], 1)
+    clients["REST"].wait_for_version(1)
     for protocol, client in clients.items():
         served = client.predict(query, k=10)
         assert list(served.ids[0]) == list(local_result.ids[0]), protocol
@@ -240,7 +227,7 @@ overlap = len(set(new.ids[0]) & set(old.ids[0]))
 print(f"user 42: {overlap} of the top 10 are shared between versions 1 and 2")
 
 if server is not None:
-    wait_until_available(clients["REST"], 2)
+    clients["REST"].wait_for_version(2)
     v1_client = serving.Client(clients["REST"].url, MODEL_NAME, version=1)
     assert list(clients["REST"].predict(query, k=10).ids[0]) == list(new.ids[0])
     assert list(v1_client.predict(query, k=10).ids[0]) == list(old.ids[0])
