@@ -89,9 +89,11 @@ def main() -> None:
                     raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
                 timing = json.loads(result.stdout.strip().splitlines()[-1])
                 done = timing["queries"]
-                ids = np.fromfile(ids_file, ids_dtype).reshape(done, -1)
+                ids = np.fromfile(ids_file, ids_dtype)  # the first pass (or the part that ran)
+                ids = ids.reshape(min(done, args.max_queries, len(queries)), -1)
                 rows.append({"setting": setting, "batch": batch,
-                             "recall": recall_at_k(_top_rows(ids, truth.shape[1]), truth[:done]),
+                             "recall": recall_at_k(_top_rows(ids, truth.shape[1]),
+                                                   truth[:len(ids)]),
                              "qps": done / timing["wall_s"], "cpu_qps": done / timing["cpu_s"],
                              "queries": done, "page_faults": timing["page_faults"]})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

@@ -16,26 +16,38 @@ from clustered_data import recall_at_k
 
 
 def timed(search, queries, truth, batch, budget_s, max_queries):
-    """Runs `search(batch_queries) -> rows` until `max_queries` or `budget_s`.
+    """Runs `search(batch_queries) -> rows` over the first `max_queries` queries for `budget_s`.
 
+    The queries are searched in order, batch by batch (the last batch of a pass may be short);
+    when a pass ends inside the budget another one starts, so fast methods are timed over many
+    calls (a pass of 1,000 queries at batch 256 is 4 calls, too few on a noisy machine). A
+    method too slow for one pass within the budget stops after the call that crosses it.
     `rows` is a `[batch, >= k]` array or one sequence per query, which may hold fewer than k
     ids (ScaNN and Annoy do when the searched part holds fewer); short rows are padded with -1.
 
-    Returns `(recall, wall queries/s, CPU queries/s, queries run)`. CPU queries/s (queries per
+    Returns `(recall, wall queries/s, CPU queries/s, queries run)`: recall over the first pass
+    (or the part of it that ran), the rates over every timed call. CPU queries/s (queries per
     second of this process's CPU time) is what a dedicated core would give when the machine is
     shared: the searches run on one thread.
     """
     k = truth.shape[1]
+    n = min(max_queries, len(queries))
     search(queries[:batch])  # warm-up (the first call builds kernels)
     found, done = [], 0
     start, cpu_start = time.perf_counter(), time.process_time()
-    while done < min(max_queries, len(queries)):
-        found.append(_top_rows(search(queries[done:done + batch]), k))
-        done += len(found[-1])
+    while True:
+        for first in range(0, n, batch):
+            rows = _top_rows(search(queries[first:first + batch]), k)
+            if done < n:
+                found.append(rows)
+            done += len(rows)
+            if time.perf_counter() - start > budget_s:
+                break
         if time.perf_counter() - start > budget_s:
             break
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return recall_at_k(np.concatenate(found), truth[:done]), done / seconds, done / cpu, done
+    found = np.concatenate(found)
+    return recall_at_k(found, truth[:len(found)]), done / seconds, done / cpu, done
 
 
 def _top_rows(rows, k):
