@@ -220,3 +220,9 @@ def test_cli_defaults_chosen_on_the_valid_users(model, temperature):
     assert defaults["temperature"] == temperature
     assert defaults["early_stopping"] == 3 and recipe.default_epochs == 15
     assert defaults["weight_decay" if model != "comirec_sa" else "dropout"] == 0.0
+    # ComiRec-DR: the cosine readout and recent-first transforms (valid users); the others keep
+    # the dot-product readout. `--no-cosine-readout` reverts.
+    assert defaults["cosine_readout"] is (model == "comirec_dr")
+    if model == "comirec_dr":
+        assert defaults["position_order"] == "recent_first"
+        assert vars(parser.parse_args(["--no-cosine-readout"]))["cosine_readout"] is False
