@@ -84,7 +84,12 @@ def test_evaluate_metrics_diagnostics_and_repeatability(model, runs, protocol, t
     sample = slice(0, 4000)
     vt, at = tower.interests({"history": tf.constant(examples["history"][sample])}, training=False)
     targets = trained.candidate_embedding.embeddings.numpy()[examples["target"][sample]]
-    dots = np.where(at.numpy(), np.einsum("bkd,bd->bk", vt.numpy(), targets), -np.inf)
+    vt = vt.numpy()
+    if model == "comirec_dr":  # its default --cosine-readout: the readout scores by cosine
+        assert tower.readout.cosine
+        vt = vt / np.linalg.norm(vt, axis=-1, keepdims=True)
+        targets = targets / np.linalg.norm(targets, axis=-1, keepdims=True)
+    dots = np.where(at.numpy(), np.einsum("bkd,bd->bk", vt, targets), -np.inf)
     picked = dots.argmax(1)
     np.testing.assert_array_equal(
         tower.assignments({"history": tf.constant(examples["history"][sample])},

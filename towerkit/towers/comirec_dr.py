@@ -33,7 +33,6 @@ class ComiRecDR(MultiInterestTower):
       num_interests: int. K.
       max_length: int. Longest history fed (one `W` per position).
       routing_iterations: int. 3 in the paper.
-      position_order: str. `"oldest_first"` or `"recent_first"` (see above).
       weight_decay: float. L2 penalty `weight_decay * sum(W^2)` on the routing transforms,
         added to the training loss (`self.losses`); 0 = none. The paper trains without it,
         but its `K * max_length` matrices overfit MovieLens 100k (see the recipe).
@@ -42,7 +41,10 @@ class ComiRecDR(MultiInterestTower):
         0.014 for 20 x 4 x 64 x 64); the authors' code draws `W` from
         `tf.random_normal_initializer()` (stddev 1.0): pass
         `tf.keras.initializers.RandomNormal(stddev=1.0)` for that.
-      readout: LabelAwareAttention or None (argmax readout by default).
+      position_order: str. `"oldest_first"` or `"recent_first"` (see above).
+      readout: LabelAwareAttention or None (argmax of the dot product by default). With cosine
+        scores pass `LabelAwareAttention(hard=True, cosine=True)`, as the `comirec_dr` recipe
+        does: it trains the interest that cosine retrieval ranks the target by.
       dropout: float. Dropout rate on the history embeddings in training.
 
     Call args:
