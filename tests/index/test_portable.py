@@ -47,10 +47,24 @@ def test_layout_hand_derived():
     np.testing.assert_allclose(layout["block_keys"][:, :2], [[0.5, 1], [-2, 0.5]])
     np.testing.assert_array_equal(layout["leaf_keys"][:2].T, centroids)
     # Leaf spread: residuals to (1,1) are (0,-1), (-1,1): mean squared norm 1.5 over 2 dims
-    # -> sqrt(0.75); leaf 1: (1,0), (-1,1) -> the same. Block spread: residuals to the block
-    # means are (+-0.5, -+1) and (+-1, -+0.5): 1.25 / 2 -> sqrt(0.625).
+    # -> sqrt(0.75); leaf 1: (1,0), (-1,1) -> the same. Block radius: residuals to the block
+    # means are (+-0.5, -+1) and (+-1, -+0.5), all of norm sqrt(1.25).
     np.testing.assert_allclose(layout["leaf_keys"][2], [np.sqrt(0.75)] * 2, rtol=1e-6)
-    np.testing.assert_allclose(layout["block_keys"][:, 2], [np.sqrt(0.625)] * 2, rtol=1e-6)
+    np.testing.assert_allclose(layout["block_keys"][:, 2], [np.sqrt(1.25)] * 2, rtol=1e-6)
+
+
+def test_block_radius_is_the_largest_residual_norm():
+    # One leaf, one block of three points: mean (1, 1); residuals (-1, -1), (2, -1), (-1, 2),
+    # norms sqrt(2), sqrt(5), sqrt(5) -> radius sqrt(5). With weight 1, the block score
+    # q . centre + |q| * radius bounds every candidate's score (Cauchy-Schwarz).
+    points = np.array([[0, 0], [3, 0], [0, 3]], np.float32)
+    layout = portable_search.build_layout(points, np.array([[1, 1]], np.float32),
+                                          np.zeros(3, np.int64), block_size=4)
+    np.testing.assert_allclose(layout["block_keys"], [[1, 1, np.sqrt(5)]], rtol=1e-6)
+    rng = np.random.default_rng(0)
+    for q in rng.normal(size=(50, 2)).astype(np.float32):
+        bound = q @ [1, 1] + np.linalg.norm(q) * np.sqrt(5)
+        assert (points @ q <= bound + 1e-5).all()
 
 
 def test_layout_pads_the_last_block_and_keeps_every_row_once():

@@ -23,9 +23,10 @@ def default_portable_settings(num_candidates: int, max_k: int, block_size: int =
     """Search settings derived from the catalogue size.
 
     About `sqrt(n)` leaves (ScaNN's guidance), 10% of them kept per query, and enough blocks for
-    `4 * max_k` candidates but at least 64 blocks: on the 1M clustered benchmark, 192 of 2,000
-    leaves and 64 blocks of 32 reached recall@10 0.954 (`benchmarks/index/RESULTS.md`). Use
-    `tune(...)` / `target_recall=` to fit a recall target on held-out queries.
+    `4 * max_k` candidates but at least 64 blocks: on the 1M clustered benchmark, 200 of 2,000
+    leaves and 32 blocks of 32 reached recall@10 0.954 (`benchmarks/index/RESULTS.md`); 64
+    leave a margin for other data. Use `tune(...)` / `target_recall=` to fit a recall target
+    on held-out queries (it finds the cheaper setting where the data allows).
 
     Args:
       num_candidates: int. Catalogue size.
@@ -52,8 +53,9 @@ class PortableIndex(Index):
     candidates (k-means inside the leaf). A query scores the leaf centres, keeps
     `leaves_to_search` leaves, scores the centres of their blocks, keeps `blocks_to_search`
     blocks and scores their candidates exactly in float32 (`towerkit.index.portable_search`).
-    Leaves and blocks are ranked by `q . centre + weight * |q| * spread`, which favours the
-    wide, large-norm regions where inner-product winners live. The search is one vectorized
+    Leaves are ranked by `q . centre + weight * |q| * spread` and blocks by
+    `q . centre + weight * |q| * radius`, which favour the wide, large-norm regions where
+    inner-product winners live. The search is one vectorized
     graph without per-leaf loops, and the SavedModel has no custom op, so the stock
     `tensorflow/serving` image serves it; `scann` is only needed to build.
 
@@ -77,7 +79,7 @@ class PortableIndex(Index):
     def __init__(self, query_model: Optional[tf.keras.Model] = None, k: int = 10,
                  num_leaves: Optional[int] = None, leaves_to_search: Optional[int] = None,
                  blocks_to_search: Optional[int] = None, block_size: int = 32,
-                 leaf_spread_weight: float = 1.0, block_spread_weight: float = 2.0,
+                 leaf_spread_weight: float = 1.0, block_spread_weight: float = 0.2,
                  training_iterations: int = 12, training_sample_size: Optional[int] = None,
                  avq: Optional[float] = None, scann_artifacts_dir: Optional[str] = None,
                  name: Optional[str] = None, **kwargs) -> None:
@@ -92,7 +94,9 @@ class PortableIndex(Index):
             `max(64, 4 * k / block_size)`).
           block_size: int. Candidates per block (default 32).
           leaf_spread_weight: float >= 0. Weight of `|q| * spread` in the leaf ranking.
-          block_spread_weight: float >= 0. Weight of `|q| * spread` in the block ranking.
+          block_spread_weight: float >= 0. Weight of `|q| * radius` in the block ranking (the
+            radius is the largest distance of a block's candidate from its centre; weight 1
+            makes the block score an upper bound of its candidates' scores).
           training_iterations: int. ScaNN k-means iterations.
           training_sample_size: int. Points ScaNN trains the centres on (default min(n, 250k)).
           avq: float. ScaNN's anisotropic centre update (None: plain k-means).
