@@ -4,10 +4,10 @@ Data: `clustered_data.clustered_dataset` (mixture of 1,000 Gaussians, varied nor
 top-10 as truth. Methods: TFRS BruteForce and towerkit BruteForce (in process, tf.function),
 native ScaNN (tree + AH + reorder; `measure_scann.py`, own process), the Annoy library and
 towerkit's Annoy SavedModel, and towerkit's PortableIndex SavedModel built on the native ScaNN
-searcher's own partition. SavedModels are timed in clean processes three ways: the TF2 signature call
-and a TF1 `Session.run` from Python (`measure_saved_model.py`, TensorFlow only), and TensorFlow's
-C API from a C program with no Python in it (`measure_c_api.py`: the SavedModelBundle +
-Session::Run path of TF Serving's C++ server; needs a C compiler).
+searcher's own partition. SavedModels are timed in clean processes three ways: the TF2
+signature call and a TF1 `Session.run` from Python (`measure_saved_model.py`, TensorFlow only),
+and TensorFlow's C API from a C program with no Python in it (`measure_c_api.py`: the
+SavedModelBundle + Session::Run path of TF Serving's C++ server; needs a C compiler).
 
   python benchmarks/index/run_benchmark.py --sizes 100000 1000000 --workdir /tmp/tk_index_bench
 
