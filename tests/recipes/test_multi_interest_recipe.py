@@ -231,3 +231,37 @@ def test_cli_defaults_chosen_on_the_valid_users(model, temperature):
     if model == "comirec_dr":
         assert defaults["position_order"] == "recent_first"
         assert vars(parser.parse_args(["--no-cosine-readout"]))["cosine_readout"] is False
+
+
+def test_mind_with_the_user_profile_trains_and_serves_it(protocol, tmp_path):
+    """`--user-features`: the profile is a serving input; raw values map to the trained codes."""
+    run = tmp_path / "run"
+    assert main(["train", "--model", "mind", "--dataset", "movielens/100k-ratings",
+                 "--epochs", "1", "--seed", "1", "--out", str(run), "--batch-size", "1024",
+                 "--learning-rate", "0.005", "--embedding-dim", "16", "--user-features"]) == 0
+    recipe, _ = load_run(run)
+    inputs = recipe.index_inputs(run)
+    assert set(inputs.query_signature) == {"history", "history_length", "user_age",
+                                           "user_gender", "user_occupation"}
+    index = BruteForce(inputs.query_model, k=50)
+    index.index(inputs.candidate_embeddings, inputs.candidate_ids)
+    version = export(index, tmp_path / "mind_profile", query_signature=inputs.query_signature,
+                     warmup_queries=inputs.sample_queries)
+    served = tf.saved_model.load(str(version)).signatures["serving_default"]
+
+    test = protocol.split("test")
+    vocabularies = protocol.sequences.user_feature_vocabularies
+    raw = {"history": tf.constant(protocol.item_ids[test.history].astype(bytes)),
+           "history_length": tf.constant(test.history_length.astype(np.int32))}
+    for name, vocab in vocabularies.items():
+        raw[name] = tf.constant(vocab[test.features[name] - 1].astype(np.int64))
+    _, _, trained = recipe.restore(run)
+    assert trained.query_tower.profile_embedding.feature_names == tuple(sorted(vocabularies))
+    queries = trained.query(test.features).numpy()
+    expected = top_n_items(queries, trained.candidates().numpy(), 50)
+    np.testing.assert_array_equal(served(**raw)["ids"].numpy(),
+                                  protocol.item_ids[expected].astype(bytes))
+    # The profile is used: every test user as an unknown-occupation user retrieves otherwise.
+    unknown = trained.query({**test.features,
+                             "user_occupation": np.zeros_like(test.features["user_occupation"])})
+    assert np.abs(unknown.numpy() - queries).max() > 1e-4

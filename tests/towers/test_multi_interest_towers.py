@@ -226,3 +226,39 @@ def test_comirec_dr_position_order_round_trips_and_keeps_padding_inert():
     other = oldest({"history": HISTORY}, training=False).numpy()
     np.testing.assert_allclose(other[2], ref[2], rtol=1e-5, atol=1e-6)  # length 1: W_0 both ways
     assert np.abs(other[:2] - ref[:2]).max() > 1e-4
+
+
+def test_mind_profile_is_concatenated_with_every_capsule_and_round_trips(tmp_path):
+    from towerkit.layers import ProfileEmbedding
+
+    tower = _make("mind", profile_embedding=ProfileEmbedding({"user_gender": 3}, dim=2))
+    config = tower.get_config()
+    inputs = {"history": HISTORY, "user_gender": np.array([1, 2, 0], np.int64)}
+    out = tower(inputs, training=False).numpy()
+    # Hand check of the layer stack: capsules ++ profile -> hidden ReLU -> projection.
+    capsules, _ = tower.routing(tower.item_embedding(HISTORY), mask=HISTORY > 0, training=False)
+    profile = tower.profile_embedding(inputs).numpy()
+    x = np.concatenate([capsules.numpy(), np.repeat(profile[:, None], 4, axis=1)], -1)
+    (w1, b1), (w2, b2) = tower.hidden[0].get_weights(), tower.projection.get_weights()
+    want = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    active = tower.interests(inputs, training=False)[1].numpy()
+    np.testing.assert_allclose(out[active], want[active], rtol=1e-4, atol=1e-5)
+    # The profile matters: another gender, other vectors; an unknown one is the zero vector.
+    other = tower({**inputs, "user_gender": np.array([2, 1, 0], np.int64)}, training=False)
+    assert np.abs(other.numpy()[:2] - out[:2]).max() > 1e-4
+    np.testing.assert_array_equal(other.numpy()[2], out[2])
+    with pytest.raises(ValueError, match="'user_gender' is missing"):
+        tower({"history": HISTORY}, training=False)
+
+    clone = MIND.from_config(config)
+    assert clone.get_config() == config
+    clone(inputs, training=False)
+    clone.set_weights(tower.get_weights())
+    np.testing.assert_allclose(clone(inputs, training=False).numpy(), out, rtol=1e-6)
+    keras_inputs = {"history": tf.keras.Input([None], dtype=tf.int64, name="history"),
+                    "user_gender": tf.keras.Input([], dtype=tf.int64, name="user_gender")}
+    model = tf.keras.Model(keras_inputs, tower(keras_inputs))
+    model.save(tmp_path / "mind_profile")
+    raw = tf.saved_model.load(str(tmp_path / "mind_profile")).signatures["serving_default"]
+    served = raw(history=tf.constant(HISTORY), user_gender=tf.constant(inputs["user_gender"]))
+    np.testing.assert_allclose(list(served.values())[0].numpy(), out, rtol=1e-5, atol=1e-6)

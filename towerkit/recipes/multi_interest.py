@@ -32,6 +32,7 @@ import tensorflow as tf
 from towerkit.data.sequential_protocol import SequentialProtocol
 from towerkit.index.controllable_aggregation import ControllableAggregation
 from towerkit.layers.label_aware_attention import LabelAwareAttention
+from towerkit.layers.profile_embedding import ProfileEmbedding
 from towerkit.recipes.base import register_recipe
 from towerkit.recipes.sequential import (TOP_N, SequentialRecipe, SequentialRetrievalModel,
                                          _dump, _metrics)
@@ -338,11 +339,20 @@ class MINDRecipe(MultiInterestRecipe):
         parser.add_argument("--logit-stddev", type=float, default=1.0)
         parser.add_argument("--weight-decay", type=float, default=0.0,
                             help="L2 penalty on the shared bilinear map S")
+        parser.add_argument("--user-features", action="store_true",
+                            help="concatenate the user profile (age bucket, gender, occupation) "
+                                 "with each capsule, as in the paper; they become serving inputs")
 
     def build_query_tower(self, params, protocol, item_embedding):
         units = [int(u) for u in str(params.get("hidden_units", "256")).split(",") if u.strip()]
+        profile = None
+        if params.get("user_features"):
+            if not protocol.user_feature_sizes:
+                raise ValueError("--user-features needs a dataset with user profile features "
+                                 "(movielens/*-ratings); this one has none.")
+            profile = ProfileEmbedding(protocol.user_feature_sizes, dim=8, name="profile")
         return MIND(item_embedding, num_interests=int(params.get("num_interests", 4)),
-                    hidden_units=units,
+                    hidden_units=units, profile_embedding=profile,
                     routing_iterations=int(params.get("routing_iterations", 3)),
                     logit_stddev=float(params.get("logit_stddev", 1.0)),
                     weight_decay=float(params.get("weight_decay", 0.0)),

@@ -29,8 +29,8 @@ raw TFDS movie ids, oldest first, padded with `""`; `history_length`, tf.int32 `
 number of real items at the front of `history`. Strings are what clients have; the query model
 maps them to item indices with a `StringLookup` whose out-of-vocabulary index is 0, the padding
 index, so unknown or filtered-out movies are ignored like padding. Items beyond
-`history_length` are ignored too. With `--user-features` (youtube_dnn), the raw profile values
-are inputs as well: `user_age` (TFDS `bucketized_user_age`), `user_gender` (0/1) and
+`history_length` are ignored too. With `--user-features` (youtube_dnn, mind), the raw profile
+values are inputs as well: `user_age` (TFDS `bucketized_user_age`), `user_gender` (0/1) and
 `user_occupation` (TFDS `user_occupation_label`), int64 `[batch]`; unknown values count as
 missing.
 
@@ -73,6 +73,18 @@ def load_protocol(config: dict) -> SequentialProtocol:
     name = dataset.split("/", 1)[1] if dataset.startswith("movielens/") else dataset
     return SequentialProtocol.from_tfds(name, data_dir=config.get("data_dir"),
                                         max_history=int(config["params"].get("max_history", 20)))
+
+
+def tower_user_features(tower) -> set:
+    """Names of the user profile features a query tower reads (they become serving inputs).
+
+    YouTube DNN reads them through `side_embeddings`, MIND through its `profile_embedding`
+    (a `towerkit.layers.ProfileEmbedding`).
+    """
+    names = set(getattr(tower, "side_embeddings", None) or {})
+    profile = getattr(tower, "profile_embedding", None)
+    names.update(getattr(profile, "feature_names", ()))
+    return names
 
 
 def _dump(path: str, protocol: SequentialProtocol, split: str, topn: np.ndarray) -> None:
@@ -334,7 +346,7 @@ class SequentialRecipe(Recipe):
         config, protocol, model = self.restore(run_dir)
         length = protocol.max_history
         used = [n for n in protocol.sequences.user_features
-                if n in getattr(model.query_tower, "side_embeddings", {})]
+                if n in tower_user_features(model.query_tower)]
         vocabularies = {n: protocol.sequences.user_feature_vocabularies[n] for n in used}
         query_model = ServingQueryModel(protocol.item_ids[1:], model, length, vocabularies)
         signature = {"history": tf.TensorSpec([None, length], tf.string, name="history"),
