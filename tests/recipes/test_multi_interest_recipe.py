@@ -233,7 +233,7 @@ def test_cli_defaults_chosen_on_the_valid_users(model, temperature):
         assert vars(parser.parse_args(["--no-cosine-readout"]))["cosine_readout"] is False
 
 
-def test_mind_with_the_user_profile_trains_and_serves_it(protocol, tmp_path):
+def test_mind_with_the_user_profile_trains_and_serves_it(protocol, tmp_path, capsys):
     """`--user-features`: the profile is a serving input; raw values map to the trained codes."""
     run = tmp_path / "run"
     assert main(["train", "--model", "mind", "--dataset", "movielens/100k-ratings",
@@ -265,3 +265,14 @@ def test_mind_with_the_user_profile_trains_and_serves_it(protocol, tmp_path):
     unknown = trained.query({**test.features,
                              "user_occupation": np.zeros_like(test.features["user_occupation"])})
     assert np.abs(unknown.numpy() - queries).max() > 1e-4
+    # `evaluate` (metrics and the interest diagnostics) feeds the profile too; its top 50 is
+    # the exported one.
+    capsys.readouterr()
+    dump = tmp_path / "top.npz"
+    assert main(["evaluate", str(run), "--split", "test", "--json", "--dump-topn",
+                 str(dump)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert -1.0 <= metrics["interest_mean_pairwise_cosine"] <= 1.0
+    assert sum(metrics[f"interest_share_{k}"] for k in range(4)) == pytest.approx(1.0)
+    np.testing.assert_array_equal(np.load(dump)["topn_movie_id"].astype(bytes),
+                                  protocol.item_ids[expected].astype(bytes))

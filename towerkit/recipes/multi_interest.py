@@ -119,16 +119,27 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
         return self.task(q, target_embeddings, candidate_ids=target, compute_metrics=False)
 
 
-def interest_diagnostics(tower, histories: np.ndarray, targets: Optional[np.ndarray] = None,
-                         target_histories: Optional[np.ndarray] = None,
-                         batch_size: int = 4096) -> dict:
+def _batches(inputs, batch_size: int):
+    """Slices of `inputs` (an int `[n, length]` history array, or a dict of per-row arrays
+    holding `"history"`) as tower input dicts of at most `batch_size` rows."""
+    features = dict(inputs) if isinstance(inputs, dict) else {"history": inputs}
+    n = len(features["history"])
+    for start in range(0, n, batch_size):
+        yield start, {k: tf.constant(v[start:start + batch_size]) for k, v in features.items()}
+
+
+def interest_diagnostics(tower, histories, targets: Optional[np.ndarray] = None,
+                         target_histories=None, batch_size: int = 4096) -> dict:
     """Diversity diagnostics of a multi-interest tower (inference mode).
 
     Args:
       tower: a `MultiInterestTower`.
-      histories: int `[users, length]` histories whose interests are compared.
+      histories: int `[users, length]` histories whose interests are compared, or a dict of
+        per-user feature arrays holding `"history"` (needed when the tower reads more, e.g.
+        MIND's user profile).
       targets: optional int `[examples]` target items; with `target_histories`
-        (`[examples, length]`), counts which interest has the largest signed dot with each target.
+        (`[examples, length]`, or a dict as above), counts which interest has the largest
+        signed dot with each target.
       batch_size: int.
 
     Returns:
@@ -137,9 +148,8 @@ def interest_diagnostics(tower, histories: np.ndarray, targets: Optional[np.ndar
       `interest_share_k` for each interest k (shares sum to 1) and `interest_share_max`.
     """
     cosines, active_counts = [], []
-    for start in range(0, len(histories), batch_size):
-        v, mask = tower.interests({"history": tf.constant(histories[start:start + batch_size])},
-                                  training=False)
+    for _, batch in _batches(histories, batch_size):
+        v, mask = tower.interests(batch, training=False)
         v, mask = v.numpy(), mask.numpy()
         unit = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
         cos = np.einsum("bkd,bld->bkl", unit, unit)
@@ -154,10 +164,9 @@ def interest_diagnostics(tower, histories: np.ndarray, targets: Optional[np.ndar
            "interest_active_mean": float(np.concatenate(active_counts).mean())}
     if targets is not None:
         counts = np.zeros(tower.num_interests, np.int64)
-        for start in range(0, len(targets), batch_size):
-            hist = tf.constant(target_histories[start:start + batch_size])
+        for start, batch in _batches(target_histories, batch_size):
             emb = tower.item_embedding(tf.constant(targets[start:start + batch_size]))
-            picked = tower.assignments({"history": hist}, emb).numpy()
+            picked = tower.assignments(batch, emb).numpy()
             counts += np.bincount(picked, minlength=tower.num_interests)
         shares = counts / max(counts.sum(), 1)
         for k, share in enumerate(shares):
@@ -296,8 +305,9 @@ class MultiInterestRecipe(SequentialRecipe):
         examples = protocol.train_examples
         rows = np.unique(np.linspace(0, len(examples["target"]) - 1,
                                      min(len(examples["target"]), 20_000)).astype(np.int64))
-        metrics.update(interest_diagnostics(model.query_tower, protocol.split(split).history,
-                                            examples["target"][rows], examples["history"][rows]))
+        train_rows = {k: v[rows] for k, v in examples.items() if k != "target"}
+        metrics.update(interest_diagnostics(model.query_tower, protocol.split(split).features,
+                                            examples["target"][rows], train_rows))
         if aggregation is not None:
             rows = np.concatenate([[-1], np.arange(protocol.num_items)])
             metrics[f"diversity@{TOP_N}"] = list_diversity(topn, aggregation, rows)
