@@ -35,7 +35,9 @@ _COMMON = {"embedding_dim": 64, "num_interests": 4, "batch_size": 256, "learning
            "loss": "full", "l2_normalize": True, "temperature": 0.1, "early_stopping": 3}
 # model -> (max epochs, params). Chosen on the valid split.
 SETTINGS = {
-    "mind": (15, {**_COMMON, "hidden_units": "256", "pow_p": 1.0}),
+    # MIND reads the user profile (the paper's model; the recipe's default wherever the dataset
+    # has one): +0.015 valid recall@50 over epochs 3-8 on each of seeds 0-2 (session 4).
+    "mind": (15, {**_COMMON, "hidden_units": "256", "pow_p": 1.0, "user_features": True}),
     "comirec_dr": (15, {**_COMMON, "temperature": 0.2, "cosine_readout": True,
                         "position_order": "recent_first"}),
     "comirec_sa": (15, dict(_COMMON)),

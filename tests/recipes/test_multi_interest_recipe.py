@@ -6,6 +6,7 @@ aggregation in `evaluate`, and the exported multi-interest index (SavedModel, as
 loads it) against the in-process merged top-k.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -27,6 +28,16 @@ MODELS = ("mind", "comirec_dr", "comirec_sa")
 @pytest.fixture(scope="module")
 def protocol():
     return SequentialProtocol.from_tfds("100k-ratings")
+
+
+def _raw_serving_inputs(protocol, split, signature) -> dict:
+    """What a client sends: TFDS movie id strings, lengths, and raw profile values if asked."""
+    raw = {"history": tf.constant(protocol.item_ids[split.history].astype(bytes)),
+           "history_length": tf.constant(split.history_length.astype(np.int32))}
+    for name, vocab in protocol.sequences.user_feature_vocabularies.items():
+        if name in signature:
+            raw[name] = tf.constant(vocab[split.features[name] - 1].astype(np.int64))
+    return raw
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +79,9 @@ def test_evaluate_metrics_diagnostics_and_repeatability(model, runs, protocol, t
     recipe, _ = load_run(run)
     _, _, trained = recipe.restore(run)
     tower = trained.query_tower
-    v, active = tower.interests({"history": tf.constant(test.history)}, training=False)
+    # Every feature the tower may read (MIND's default adds the user profile).
+    v, active = tower.interests({k: tf.constant(x) for k, x in test.features.items()},
+                                training=False)
     v, active = v.numpy(), active.numpy()
     cosines = []
     for b in range(len(v)):
@@ -82,7 +95,8 @@ def test_evaluate_metrics_diagnostics_and_repeatability(model, runs, protocol, t
     assert metrics["interest_active_mean"] == pytest.approx(active.sum(1).mean())
     examples = protocol.train_examples
     sample = slice(0, 4000)
-    vt, at = tower.interests({"history": tf.constant(examples["history"][sample])}, training=False)
+    train_features = {k: tf.constant(x[sample]) for k, x in examples.items() if k != "target"}
+    vt, at = tower.interests(train_features, training=False)
     targets = trained.candidate_embedding.embeddings.numpy()[examples["target"][sample]]
     vt = vt.numpy()
     if model == "comirec_dr":  # its default --cosine-readout: the readout scores by cosine
@@ -92,8 +106,7 @@ def test_evaluate_metrics_diagnostics_and_repeatability(model, runs, protocol, t
     dots = np.where(at.numpy(), np.einsum("bkd,bd->bk", vt, targets), -np.inf)
     picked = dots.argmax(1)
     np.testing.assert_array_equal(
-        tower.assignments({"history": tf.constant(examples["history"][sample])},
-                          tf.constant(targets)).numpy(), picked)
+        tower.assignments(train_features, tf.constant(targets)).numpy(), picked)
     shares = [metrics[f"interest_share_{k}"] for k in range(4)]
     assert sum(shares) == pytest.approx(1.0)
     assert metrics["interest_share_max"] == pytest.approx(max(shares))
@@ -133,8 +146,7 @@ def test_exported_multi_interest_index_matches_in_process_merge(model, runs, pro
     served = tf.saved_model.load(str(version)).signatures["serving_default"]
 
     test = protocol.split("test")
-    raw = {"history": tf.constant(protocol.item_ids[test.history].astype(bytes)),
-           "history_length": tf.constant(test.history_length.astype(np.int32))}
+    raw = _raw_serving_inputs(protocol, test, inputs.query_signature)
     out = served(**raw)
     # In process: interests of the integer histories, every item scored by its best interest.
     _, _, trained = recipe.restore(run)
@@ -231,6 +243,29 @@ def test_cli_defaults_chosen_on_the_valid_users(model, temperature):
     if model == "comirec_dr":
         assert defaults["position_order"] == "recent_first"
         assert vars(parser.parse_args(["--no-cosine-readout"]))["cosine_readout"] is False
+    if model == "mind":
+        # The profile whenever the dataset has one (valid users); `--no-user-features` drops it.
+        assert defaults["user_features"] is None
+        assert vars(parser.parse_args(["--no-user-features"]))["user_features"] is False
+        assert vars(parser.parse_args(["--user-features"]))["user_features"] is True
+
+
+def test_mind_profile_default_follows_the_dataset_and_old_runs_rebuild_without(protocol):
+    recipe = get_recipe("mind")()
+    items = tf.keras.layers.Embedding(protocol.num_items + 1, 8)
+    auto = recipe.build_query_tower({"user_features": None}, protocol, items)
+    assert auto.profile_embedding.feature_names == ("user_age", "user_gender",
+                                                    "user_occupation")
+    # Run configs written before the flag have no key: the history-only model they trained.
+    assert recipe.build_query_tower({}, protocol, items).profile_embedding is None
+    assert recipe.build_query_tower({"user_features": False}, protocol,
+                                    items).profile_embedding is None
+    no_profile = SequentialProtocol(dataclasses.replace(
+        protocol.sequences, user_features={}, user_feature_vocabularies={}))
+    assert recipe.build_query_tower({"user_features": None}, no_profile,
+                                    items).profile_embedding is None
+    with pytest.raises(ValueError, match="--no-user-features"):
+        recipe.build_query_tower({"user_features": True}, no_profile, items)
 
 
 def test_mind_with_the_user_profile_trains_and_serves_it(protocol, tmp_path, capsys):
@@ -251,10 +286,7 @@ def test_mind_with_the_user_profile_trains_and_serves_it(protocol, tmp_path, cap
 
     test = protocol.split("test")
     vocabularies = protocol.sequences.user_feature_vocabularies
-    raw = {"history": tf.constant(protocol.item_ids[test.history].astype(bytes)),
-           "history_length": tf.constant(test.history_length.astype(np.int32))}
-    for name, vocab in vocabularies.items():
-        raw[name] = tf.constant(vocab[test.features[name] - 1].astype(np.int64))
+    raw = _raw_serving_inputs(protocol, test, inputs.query_signature)
     _, _, trained = recipe.restore(run)
     assert trained.query_tower.profile_embedding.feature_names == tuple(sorted(vocabularies))
     queries = trained.query(test.features).numpy()

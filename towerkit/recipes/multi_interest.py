@@ -349,17 +349,30 @@ class MINDRecipe(MultiInterestRecipe):
         parser.add_argument("--logit-stddev", type=float, default=1.0)
         parser.add_argument("--weight-decay", type=float, default=0.0,
                             help="L2 penalty on the shared bilinear map S")
-        parser.add_argument("--user-features", action="store_true",
+        # Default (None): the paper's profile input whenever the dataset has one (movielens
+        # 100k/1m ratings: age bucket, gender, occupation), chosen on the valid users
+        # (benchmarks/sequential/MULTI_INTEREST_RESULTS.md).
+        parser.add_argument("--user-features", dest="user_features", action="store_true",
+                            default=None,
                             help="concatenate the user profile (age bucket, gender, occupation) "
-                                 "with each capsule, as in the paper; they become serving inputs")
+                                 "with each capsule, as in the paper; they become serving "
+                                 "inputs (default: on when the dataset has a profile)")
+        parser.add_argument("--no-user-features", dest="user_features", action="store_false",
+                            help="history only: no profile input")
 
     def build_query_tower(self, params, protocol, item_embedding):
         units = [int(u) for u in str(params.get("hidden_units", "256")).split(",") if u.strip()]
+        # None = "when the dataset has a profile"; params without the key (runs trained before
+        # the flag existed) rebuild the history-only model they trained.
+        use_profile = params.get("user_features", False)
+        if use_profile is None:
+            use_profile = bool(protocol.user_feature_sizes)
         profile = None
-        if params.get("user_features"):
+        if use_profile:
             if not protocol.user_feature_sizes:
                 raise ValueError("--user-features needs a dataset with user profile features "
-                                 "(movielens/*-ratings); this one has none.")
+                                 "(movielens/100k-ratings or 1m-ratings); this one has none: "
+                                 "use --no-user-features.")
             profile = ProfileEmbedding(protocol.user_feature_sizes, dim=8, name="profile")
         return MIND(item_embedding, num_interests=int(params.get("num_interests", 4)),
                     hidden_units=units, profile_embedding=profile,
