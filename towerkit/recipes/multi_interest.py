@@ -333,7 +333,14 @@ def _readout(params: dict, hard: bool = False) -> LabelAwareAttention:
 
 @register_recipe
 class MINDRecipe(MultiInterestRecipe):
-    """`mind`: MIND (Li et al., CIKM 2019), label-aware attention in training."""
+    """`mind`: MIND (Li et al., CIKM 2019), label-aware attention in training.
+
+    By default the user profile (age bucket, gender, occupation) is concatenated with every
+    capsule, as in the paper, whenever the dataset has one (movielens 100k/1m ratings); the
+    profile's raw values are then serving inputs beside the history. `--no-user-features`
+    trains the history-only model. On the valid users the profile added 0.015 recall@50 on each
+    of three seeds (benchmarks/sequential/MULTI_INTEREST_RESULTS.md, fourth round).
+    """
 
     name = "mind"
 
