@@ -34,8 +34,10 @@ class ProfileEmbedding(tf.keras.layers.Layer):
       float32 `[batch, len(sizes) * dim]`.
 
     Raises:
-      ValueError: a feature is missing, or a code is outside `[0, size)` (checked eagerly and
-        in graphs; the message names the feature and the fix).
+      ValueError: a feature is missing, or the inputs are not a dict.
+      TypeError: a feature holds non-integer values.
+      tf.errors.InvalidArgumentError: a code is outside `[0, size)` (checked eagerly and in
+        graphs, so also in an exported model). Every message names the feature and the fix.
 
     Example:
       >>> profile = ProfileEmbedding({"user_gender": 3, "user_age": 8}, dim=8)
