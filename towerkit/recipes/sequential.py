@@ -32,7 +32,7 @@ index, so unknown or filtered-out movies are ignored like padding. Items beyond
 `history_length` are ignored too. With `--user-features` (youtube_dnn, mind), the raw profile
 values are inputs as well: `user_age` (TFDS `bucketized_user_age`), `user_gender` (0/1) and
 `user_occupation` (TFDS `user_occupation_label`), int64 `[batch]`; unknown values count as
-missing.
+missing, so a client without a user's profile sends -1 (or any value outside the vocabulary).
 
 A run directory holds `run.json`, `weights/` (a TF checkpoint of the query tower and the
 candidate table), `catalogue.npz` (item ids and titles) and `metrics.json`.
