@@ -359,13 +359,12 @@ class MINDRecipe(MultiInterestRecipe):
         # Default (None): the paper's profile input whenever the dataset has one (movielens
         # 100k/1m ratings: age bucket, gender, occupation), chosen on the valid users
         # (benchmarks/sequential/MULTI_INTEREST_RESULTS.md).
-        parser.add_argument("--user-features", dest="user_features", action="store_true",
+        parser.add_argument("--user-features", action=argparse.BooleanOptionalAction,
                             default=None,
                             help="concatenate the user profile (age bucket, gender, occupation) "
                                  "with each capsule, as in the paper; they become serving "
-                                 "inputs (default: on when the dataset has a profile)")
-        parser.add_argument("--no-user-features", dest="user_features", action="store_false",
-                            help="history only: no profile input")
+                                 "inputs (default: on when the dataset has a profile; "
+                                 "--no-user-features: history only)")
 
     def build_query_tower(self, params, protocol, item_embedding):
         units = [int(u) for u in str(params.get("hidden_units", "256")).split(",") if u.strip()]
