@@ -42,6 +42,9 @@ def test_bad_inputs_name_the_feature_and_the_fix():
         layer({"user_age": tf.constant([1]), "user_occupation": tf.constant([4])})
     with pytest.raises(tf.errors.InvalidArgumentError, match="negative code"):
         layer({"user_age": tf.constant([-1]), "user_occupation": tf.constant([1])})
+    # Several codes per user would otherwise be flattened into extra rows.
+    with pytest.raises(ValueError, match=r"'user_age' must be \[batch\] or \[batch, 1\]"):
+        layer({"user_age": tf.constant([[1, 2]]), "user_occupation": tf.constant([[1, 2]])})
     with pytest.raises(ValueError, match="expects a dict"):
         layer(tf.constant([1]))
     with pytest.raises(ValueError, match="int >= 2"):

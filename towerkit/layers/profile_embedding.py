@@ -34,7 +34,7 @@ class ProfileEmbedding(tf.keras.layers.Layer):
       float32 `[batch, len(sizes) * dim]`.
 
     Raises:
-      ValueError: a feature is missing, or the inputs are not a dict.
+      ValueError: a feature is missing or not one code per user, or the inputs are not a dict.
       TypeError: a feature holds non-integer values.
       tf.errors.InvalidArgumentError: a code is outside `[0, size)` (checked eagerly and in
         graphs, so also in an exported model). Every message names the feature and the fix.
@@ -78,6 +78,10 @@ class ProfileEmbedding(tf.keras.layers.Layer):
             if not codes.dtype.is_integer:
                 raise TypeError(f"Profile feature {name!r} must hold int codes, got "
                                 f"{codes.dtype.name}.")
+            rank = codes.shape.rank
+            if rank is not None and not (rank == 1 or (rank == 2 and codes.shape[1] == 1)):
+                raise ValueError(f"Profile feature {name!r} must be [batch] or [batch, 1] (one "
+                                 f"code per user), got shape {codes.shape}.")
             codes = tf.reshape(tf.cast(codes, tf.int64), [-1])
             check = tf.debugging.assert_less(
                 codes, tf.constant(self.sizes[name], tf.int64),
