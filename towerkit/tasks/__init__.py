@@ -1,7 +1,9 @@
 """towerkit.tasks: retrieval and ranking losses."""
 
+from towerkit.tasks.adaptive_mimic import AdaptiveMimicLoss
+from towerkit.tasks.category_alignment import CategoryAlignmentLoss
 from towerkit.tasks.ranking import Ranking
 from towerkit.tasks.retrieval import Retrieval
 from towerkit.tasks.sampled_softmax import SampledSoftmax
 
-__all__ = ["Ranking", "Retrieval", "SampledSoftmax"]
+__all__ = ["AdaptiveMimicLoss", "CategoryAlignmentLoss", "Ranking", "Retrieval", "SampledSoftmax"]
