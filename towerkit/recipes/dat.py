@@ -63,7 +63,7 @@ GENRE = "movie_genre"
 QUERY_ID = "user_id"
 DEFAULT_PARAMS = {
     "features": "basic", "embedding_dim": 32, "layers": "64,32", "optimizer": "adam",
-    "learning_rate": 0.01, "batch_size": 4096, "temperature": 0.1, "logq": True,
+    "learning_rate": 0.01, "batch_size": 2048, "temperature": 0.1, "logq": True,
     "remove_accidental_hits": True, "train_fraction": 0.8, "validation_fraction": 0.0,
     "loss": "softmax", "num_negatives": 10, "augment": True, "amm_user_weight": 0.5,
     "amm_item_weight": 0.5, "cal_weight": 1.0,
@@ -159,7 +159,7 @@ class DatRecipe(TwoTowerRecipe):
     """
 
     name = "dat"
-    default_epochs = 5
+    default_epochs = 3
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
