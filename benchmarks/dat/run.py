@@ -4,9 +4,10 @@ DAT without CAL; test top-10/50/100 accuracy over seeds on the two-tower 80/20 s
 Two modes:
 
   python benchmarks/dat/run.py tune --out benchmarks/dat/tune.json
-      Chooses the temperature and learning rate (for DAT and for the no-augmentation towers)
-      and the loss weights on a validation split: the last 10% of the (shuffled) training rows
-      of seed 0 (`--validation-fraction 0.1`); the test split is never read for choices.
+      Chooses the temperature (for DAT and for the no-augmentation towers) and DAT's loss
+      weights on a validation split: the last 10% of the (shuffled) training rows of seed 0
+      (`--validation-fraction 0.1`), by validation top-100 accuracy; the test split is never
+      read for choices. Trials already recorded in --out are reused.
 
   python benchmarks/dat/run.py test --seeds 0 1 2 --out benchmarks/dat/results.json
       Trains every variant on the full training split per seed and records test accuracy;
@@ -53,8 +54,18 @@ def run_one(params: dict, seed: int, epochs: int) -> dict:
 def tune(args) -> dict:
     base = {"validation_fraction": 0.1}
     rows = []
+    out = pathlib.Path(args.out)
+    # Trials already in --out (same name, params and epochs) are reused, so a grid can grow.
+    done = ({(r["name"], json.dumps(r["params"], sort_keys=True)): r
+             for r in json.loads(out.read_text())["rows"]}
+            if out.is_file() and json.loads(out.read_text()).get("epochs") == args.epochs
+            else {})
 
     def trial(name, params):
+        cached = done.get((name, json.dumps(params, sort_keys=True)))
+        if cached is not None:
+            rows.append(cached)
+            return cached["valid_top_100_categorical_accuracy"]
         m = run_one({**base, **params}, seed=0, epochs=args.epochs)
         row = {"name": name, "params": params,
                **{f"valid_{k}": m[f"valid_{k}"] for k in KEYS}, "seconds": m["seconds"]}
@@ -81,11 +92,12 @@ def tune(args) -> dict:
                       "amm_user_weight": amm, "amm_item_weight": amm, "cal_weight": cal}
             weights[(amm, cal)] = trial(f"DAT amm={amm} cal={cal}", params)
     amm, cal = max(weights, key=weights.get)
-    return {"rows": rows, "best": {"DAT": {"temperature": temperature, "learning_rate": lr,
-                                           "amm_weight": amm, "cal_weight": cal},
-                                   "no augmentation": {"temperature": best["no augmentation"][0],
-                                                       "learning_rate": best["no augmentation"][1]}},
-            "epochs": args.epochs}
+    plain_temperature, plain_lr = best["no augmentation"]
+    return {"rows": rows, "epochs": args.epochs,
+            "best": {"DAT": {"temperature": temperature, "learning_rate": lr,
+                             "amm_weight": amm, "cal_weight": cal},
+                     "no augmentation": {"temperature": plain_temperature,
+                                         "learning_rate": plain_lr}}}
 
 
 def test(args) -> dict:

@@ -116,7 +116,7 @@ def test_total_loss_equals_the_weighted_sum_with_cal_scaled_by_the_pairs():
 
 
 def _bce_batch(negatives):
-    return {**BATCH, "negative_movie_id": tf.constant(negatives)}
+    return {**BATCH, "negatives": {"movie_id": tf.constant(negatives)}}
 
 
 def test_bce_main_loss_and_negatives_add_nothing_to_amm():

@@ -105,7 +105,7 @@ class AugmentedTower(tf.keras.layers.Layer):
         return self.augment(inputs[self.augment_key])
 
     def encode(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tuple:
-        """Returns `(p [batch, dim], a [batch, dim] or None)`: the output and the augmented vector."""
+        """Returns `(p, a)`: the output `[batch, dim]` and the augmented vector (or None)."""
         x = self.features(inputs)
         augmented = self.augmented_vector(inputs)
         if augmented is not None:

@@ -32,8 +32,9 @@ class DualAugmentedTwoTowerModel(tfrs.Model):
       (`towerkit.tasks.Retrieval`: logQ correction, accidental-hit removal), over the batch's
       `B` labelled pairs; with `loss="bce"` (the paper's setting) binary cross-entropy on each
       positive pair (label 1) and on `S` sampled negatives per positive (label 0), which the
-      batch carries as `negative_<feature>` keys of shape `[B, S]` (the recipe samples them
-      uniformly from the catalogue); a negative with the positive's id is masked out.
+      batch carries under `negatives_key` as a dict of candidate features of shape `[B, S]`
+      (the recipe samples them uniformly from the catalogue); a negative with the positive's
+      id is masked out.
     * `loss_u`, `loss_v`: the Adaptive-Mimic Mechanism (`AdaptiveMimicLoss`): `a_u` mimics
       `p_v` of the same pair, `a_v` mimics `p_u`, on positive pairs only (negatives have
       `y = 0` and add nothing), with stop-gradient on the tower outputs.
@@ -71,7 +72,7 @@ class DualAugmentedTwoTowerModel(tfrs.Model):
         (needed when `cal_weight > 0`).
       num_categories: int or None. Number of category ids (needed when `cal_weight > 0`).
       candidate_id_key: str or None. Feature holding candidate ids (logQ, accidental hits).
-      negative_prefix: str. Prefix of the sampled negatives' candidate features (bce).
+      negatives_key: str. Batch key of the sampled negatives' candidate features (bce).
 
     Call returns `{"query_embedding": p_u, "candidate_embedding": p_v}`.
 
@@ -93,7 +94,7 @@ class DualAugmentedTwoTowerModel(tfrs.Model):
                  temperature: float = 0.1, amm_user_weight: float = 0.5,
                  amm_item_weight: float = 0.5, cal_weight: float = 1.0,
                  category_key: Optional[str] = None, num_categories: Optional[int] = None,
-                 candidate_id_key: Optional[str] = None, negative_prefix: str = "negative_",
+                 candidate_id_key: Optional[str] = None, negatives_key: str = "negatives",
                  **kwargs):
         super().__init__(**kwargs)
         for name, tower in (("query_tower", query_tower), ("candidate_tower", candidate_tower)):
@@ -125,7 +126,7 @@ class DualAugmentedTwoTowerModel(tfrs.Model):
         self.category_key = category_key
         self.num_categories = num_categories
         self.candidate_id_key = candidate_id_key
-        self.negative_prefix = negative_prefix
+        self.negatives_key = negatives_key
         self.mimic = AdaptiveMimicLoss(name="adaptive_mimic")
         self.category_alignment = (CategoryAlignmentLoss(int(num_categories),
                                                          name="category_alignment")
@@ -175,11 +176,11 @@ class DualAugmentedTwoTowerModel(tfrs.Model):
                 "pairs": pairs}
 
     def _bce(self, features, p_u, a_u, p_v, a_v, candidate_ids, training):
-        prefix = self.negative_prefix
-        negatives = {k[len(prefix):]: v for k, v in features.items() if k.startswith(prefix)}
-        if not negatives:
-            raise ValueError(f"loss='bce' needs sampled negatives in the batch: candidate "
-                             f"features prefixed {prefix!r} of shape [batch, num_negatives].")
+        negatives = features.get(self.negatives_key)
+        if not isinstance(negatives, Mapping) or not negatives:
+            raise ValueError(f"loss='bce' needs sampled negatives in the batch: "
+                             f"batch[{self.negatives_key!r}] = a dict of candidate features of "
+                             "shape [batch, num_negatives].")
         batch = tf.shape(p_u)[0]
         num_negatives = tf.shape(next(iter(negatives.values())))[1]
         flat = {k: tf.reshape(v, [-1]) for k, v in negatives.items()}
@@ -229,7 +230,7 @@ class DualAugmentedTwoTowerModel(tfrs.Model):
             "amm_user_weight": self.amm_user_weight, "amm_item_weight": self.amm_item_weight,
             "cal_weight": self.cal_weight, "category_key": self.category_key,
             "num_categories": self.num_categories, "candidate_id_key": self.candidate_id_key,
-            "negative_prefix": self.negative_prefix,
+            "negatives_key": self.negatives_key,
         }
 
     @classmethod

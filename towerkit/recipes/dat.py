@@ -249,8 +249,8 @@ class DatRecipe(TwoTowerRecipe):
             def add_negatives(batch):
                 rows = tf.random.uniform([tf.shape(batch[QUERY_ID])[0], num_negatives],
                                          maxval=num_items, dtype=tf.int64, seed=seed)
-                return {**batch, **{f"negative_{k}": tf.gather(v, rows)
-                                    for k, v in catalogue.items()}}
+                return {**batch, "negatives": {k: tf.gather(v, rows)
+                                               for k, v in catalogue.items()}}
 
             ds = ds.map(add_negatives)
         return ds.prefetch(tf.data.AUTOTUNE)
