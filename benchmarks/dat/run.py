@@ -1,7 +1,7 @@
 """DAT ablation on MovieLens 100K: DAT, the same towers without augmentation, DAT without AMM,
 DAT without CAL; test top-10/50/100 accuracy over seeds on the two-tower 80/20 split.
 
-Two modes:
+Modes:
 
   python benchmarks/dat/run.py tune --out benchmarks/dat/tune.json
       Chooses the temperature (for DAT and for the no-augmentation towers) and DAT's loss
@@ -9,9 +9,14 @@ Two modes:
       (`--validation-fraction 0.1`), by validation top-100 accuracy; the test split is never
       read for choices. Trials already recorded in --out are reused.
 
-  python benchmarks/dat/run.py test --seeds 0 1 2 --out benchmarks/dat/results.json
+  python benchmarks/dat/run.py test --settings benchmarks/dat/tune.json \
+      --out benchmarks/dat/results.json
       Trains every variant on the full training split per seed and records test accuracy;
       all variants share epochs, optimiser, batch size and the chosen settings.
+
+  python benchmarks/dat/run.py table --out benchmarks/dat/results.json \
+      --settings benchmarks/dat/tune.json
+      Prints RESULTS.md's tables.
 
 Each run goes through the `dat` recipe (what `towerkit train --model dat` runs).
 """
@@ -33,11 +38,15 @@ from towerkit import recipes
 
 KEYS = ("top_10_categorical_accuracy", "top_50_categorical_accuracy",
         "top_100_categorical_accuracy")
+# Overrides of DAT's chosen settings. "no augmentation" rows take the temperature chosen for
+# the plain towers; the first keeps DAT's CAL weight (only the augmented vectors, hence AMM,
+# are removed), the second is the plain two-tower model with the same towers (no CAL either).
 VARIANTS = {
     "DAT": {},
     "no augmentation (same towers)": {"augment": False},
     "DAT without AMM": {"amm_user_weight": 0.0, "amm_item_weight": 0.0},
     "DAT without CAL": {"cal_weight": 0.0},
+    "no augmentation, no CAL": {"augment": False, "cal_weight": 0.0},
 }
 
 
@@ -105,15 +114,15 @@ def test(args) -> dict:
     results = {}
     for name, extra in VARIANTS.items():
         params = dict(extra)
-        if shared and name != "no augmentation (same towers)":
+        if shared:
             b = shared["DAT"]
             params = {"temperature": b["temperature"], "learning_rate": b["learning_rate"],
                       "amm_user_weight": b["amm_weight"], "amm_item_weight": b["amm_weight"],
                       "cal_weight": b["cal_weight"], **extra}
-        elif shared:
-            b = shared["no augmentation"]
-            params = {"temperature": b["temperature"], "learning_rate": b["learning_rate"],
-                      **extra}
+            if not extra.get("augment", True):
+                plain = shared["no augmentation"]
+                params.update(temperature=plain["temperature"],
+                              learning_rate=plain["learning_rate"])
         runs = []
         for seed in args.seeds:
             m = run_one(params, seed=seed, epochs=args.epochs)
@@ -123,9 +132,29 @@ def test(args) -> dict:
     return {"variants": results, "epochs": args.epochs, "seeds": args.seeds}
 
 
+def table(args) -> None:
+    """Prints the markdown tables of RESULTS.md from results.json (and tune.json)."""
+    results = json.loads(pathlib.Path(args.out).read_text())
+    print("| variant | " + " | ".join(k.split("_categorical")[0] for k in KEYS) + " |")
+    print("|---|" + "---|" * len(KEYS))
+    for name, variant in results["variants"].items():
+        cells = []
+        for key in KEYS:
+            values = [r[key] for r in variant["runs"]]
+            cells.append(f"{sum(values) / len(values):.4f} ({min(values):.4f}-{max(values):.4f})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    if args.settings:
+        print()
+        print("| trial (validation split) | valid top_10 | valid top_50 | valid top_100 | s |")
+        print("|---|---|---|---|---|")
+        for row in json.loads(pathlib.Path(args.settings).read_text())["rows"]:
+            print(f"| {row['name']} | " + " | ".join(
+                f"{row[f'valid_{k}']:.4f}" for k in KEYS) + f" | {row['seconds']:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("tune", "test"))
+    parser.add_argument("mode", choices=("tune", "test", "table"))
     parser.add_argument("--out", required=True)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -135,6 +164,8 @@ def main() -> None:
     parser.add_argument("--amm-weights", type=float, nargs="+", default=[0.5, 0.1])
     parser.add_argument("--cal-weights", type=float, nargs="+", default=[1.0, 0.1])
     args = parser.parse_args()
+    if args.mode == "table":
+        return table(args)
     out = tune(args) if args.mode == "tune" else test(args)
     out["command"] = "python benchmarks/dat/run.py " + " ".join(
         __import__("sys").argv[1:])

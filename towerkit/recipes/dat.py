@@ -66,7 +66,7 @@ DEFAULT_PARAMS = {
     "learning_rate": 0.01, "batch_size": 2048, "temperature": 0.1, "logq": True,
     "remove_accidental_hits": True, "train_fraction": 0.8, "validation_fraction": 0.0,
     "loss": "softmax", "num_negatives": 10, "augment": True, "amm_user_weight": 0.5,
-    "amm_item_weight": 0.5, "cal_weight": 1.0,
+    "amm_item_weight": 0.5, "cal_weight": 0.01,
 }
 
 
@@ -176,7 +176,8 @@ class DatRecipe(TwoTowerRecipe):
         parser.add_argument("--temperature", type=float, default=d["temperature"],
                             help="score = <p_u, p_v> / temperature (default: %(default)s)")
         parser.add_argument("--logq", action=argparse.BooleanOptionalAction, default=d["logq"],
-                            help="logQ correction of the in-batch softmax (default: on)")
+                            help="logQ correction of the in-batch softmax (default: on; "
+                                 "--loss softmax only)")
         parser.add_argument("--remove-accidental-hits", action=argparse.BooleanOptionalAction,
                             default=d["remove_accidental_hits"])
         parser.add_argument("--train-fraction", type=float, default=d["train_fraction"])
