@@ -65,9 +65,12 @@ class DualAugmentedTwoTowerModel(tfrs.Model):
         temperature must be unset (the model's `temperature` applies). Default `Retrieval()`.
       loss: str. `"softmax"` or `"bce"`.
       temperature: float > 0. Divides `<p_u, p_v>`.
-      amm_user_weight: float >= 0. Weight of `loss_u` (0 turns the user-side mimic off).
-      amm_item_weight: float >= 0. Weight of `loss_v`.
-      cal_weight: float >= 0. Weight of `loss_CA` (0 turns it off).
+      amm_user_weight: float >= 0. Weight of `loss_u` (0 turns the user-side mimic off); 0.5
+        as reported for the paper.
+      amm_item_weight: float >= 0. Weight of `loss_v`; 0.5 as reported for the paper.
+      cal_weight: float >= 0. Weight of `loss_CA` (0 turns it off); 1.0 as reported for the
+        paper (secondary source). The `dat` recipe uses 0.01, chosen on a validation split
+        (`benchmarks/dat/RESULTS.md`).
       category_key: str or None. Feature holding each positive item's category id `[batch]`
         (needed when `cal_weight > 0`).
       num_categories: int or None. Number of category ids (needed when `cal_weight > 0`).
