@@ -70,7 +70,8 @@ class MIND(MultiInterestTower):
                  hidden_units: Sequence[int] = (256,), output_activation: Optional[str] = None,
                  routing_iterations: int = 3, logit_stddev: float = 1.0, p: float = 1.0,
                  hard_readout: bool = False, profile_embedding=None, seed: int = 0,
-                 weight_decay: float = 0.0, readout=None, **kwargs):
+                 weight_decay: float = 0.0, readout=None, max_length: Optional[int] = None,
+                 kernel_initializer="glorot_normal", **kwargs):
         if readout is None:
             readout = LabelAwareAttention(p=p, hard=hard_readout)
         super().__init__(item_embedding, num_interests, readout=readout, **kwargs)
@@ -84,10 +85,14 @@ class MIND(MultiInterestTower):
         self.profile_embedding = profile_embedding
         self.seed = int(seed)
         self.weight_decay = float(weight_decay)
+        self.max_length = max_length
+        self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
         self.routing = CapsuleRouting(num_interests, iterations=routing_iterations,
                                       transform="shared", initial_logits="random_normal",
                                       logit_stddev=logit_stddev, dynamic_interests=True,
-                                      seed=seed, kernel_regularizer=_l2(self.weight_decay),
+                                      max_length=max_length, seed=seed,
+                                      kernel_initializer=self.kernel_initializer,
+                                      kernel_regularizer=_l2(self.weight_decay),
                                       name="routing")
         self.hidden = [tf.keras.layers.Dense(u, activation="relu", name=f"hidden_{i}")
                        for i, u in enumerate(self.hidden_units)]
@@ -127,5 +132,7 @@ class MIND(MultiInterestTower):
             "profile_embedding": _serialize(self.profile_embedding),
             "seed": self.seed,
             "weight_decay": self.weight_decay,
+            "max_length": self.routing.max_length,
+            "kernel_initializer": tf.keras.initializers.serialize(self.kernel_initializer),
         })
         return config
