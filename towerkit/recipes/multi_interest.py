@@ -165,9 +165,9 @@ class MultiInterestRecipe(SequentialRecipe):
     on for `comirec_dr`),
     `--aggregation-diversity` (lambda of the controllable aggregation used by `evaluate`,
     default 0 = plain max-merge), `--no-l2-normalize` (cosine scores with `--temperature 0.1`
-    are the default here), `--dropout` (on the history embeddings, default 0),
-    `--early-stopping N` (`--epochs` becomes a maximum: stop after N epochs without a better
-    valid recall@50 and keep the best epoch's weights; 0 = off), and the model's own flags.
+    are the default here), `--dropout` (on the history embeddings, default 0), and the
+    model's own flags. `--early-stopping` is common to every sequence recipe
+    (`SequentialRecipe`).
 
     Defaults: at most 15 epochs with `--early-stopping 3`. On the valid users the recall of all
     three models plateaus after 2-4 epochs and then wanders by +-0.02 from epoch to epoch while
