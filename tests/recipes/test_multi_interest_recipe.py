@@ -359,3 +359,52 @@ def test_routing_moves_the_coupling_at_the_recipe_defaults(model, protocol):
         assert 0.0 <= stats["routing_coupling_max_excess"] <= 0.75
     assert shifts[False] >= SHIFT_MARGIN[model], shifts
     assert shifts[True] < shifts[False] / 3, shifts
+
+
+def _rewrite_without(path_in, path_out, dropped):
+    """Rewrites a TF checkpoint without the variables whose key contains `dropped` (what a run
+    trained before that variable existed left behind): every other value, same object paths."""
+    reader = tf.train.load_checkpoint(path_in)
+    root = tf.Module()
+    for key, _ in tf.train.list_variables(path_in):
+        if not key.endswith("/.ATTRIBUTES/VARIABLE_VALUE") or dropped in key:
+            continue
+        *parents, leaf = key[:-len("/.ATTRIBUTES/VARIABLE_VALUE")].split("/")
+        node = root
+        for name in parents:
+            if not hasattr(node, name):
+                setattr(node, name, tf.Module())
+            node = getattr(node, name)
+        setattr(node, leaf, tf.Variable(reader.get_tensor(key)))
+    return tf.train.Checkpoint(**{k: v for k, v in vars(root).items()
+                                  if isinstance(v, tf.Module)}).write(path_out)
+
+
+def test_mind_runs_saved_before_the_stored_routing_logits_still_restore(runs, tmp_path):
+    # Earlier versions regenerated MIND's inference logits in the graph (stateless_normal with
+    # seed [0, 7]) and saved no such weight. Such a checkpoint still restores: the table keeps
+    # its initial value, which is that same draw, so the run retrieves as it did.
+    import shutil
+
+    run = tmp_path / "legacy_run"
+    shutil.copytree(runs["mind"], run)
+    recipe, _ = load_run(run)
+    _, protocol_, current = recipe.restore(run)
+    table = current.query_tower.routing.inference_table.numpy()
+    np.testing.assert_array_equal(table, tf.random.stateless_normal(table.shape,
+                                                                    seed=[0, 7]).numpy())
+    source = str(runs["mind"] / "weights" / "ckpt")     # what SequentialRecipe.train writes
+    assert any("inference_logits" in k for k, _ in tf.train.list_variables(source))
+    shutil.rmtree(run / "weights")
+    _rewrite_without(source, str(run / "weights" / "ckpt"), "inference_logits")
+    keys = [k for k, _ in tf.train.list_variables(str(run / "weights" / "ckpt"))]
+    assert not any("inference_logits" in k for k in keys)
+    _, _, legacy = recipe.restore(run)
+    features = {k: tf.constant(v[:16]) for k, v in protocol_.split("test").features.items()}
+    np.testing.assert_allclose(legacy.query(features).numpy(), current.query(features).numpy(),
+                               rtol=1e-6)
+    # Anything else missing still fails with the retrain message.
+    shutil.rmtree(run / "weights")
+    _rewrite_without(source, str(run / "weights" / "ckpt"), "projection")
+    with pytest.raises(ValueError, match="retrain"):
+        recipe.restore(run)

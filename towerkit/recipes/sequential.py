@@ -107,6 +107,19 @@ def _metrics(protocol: SequentialProtocol, split: str, topn: np.ndarray) -> dict
     return metrics
 
 
+def _legacy_routing_checkpoint(model, path: str) -> bool:
+    """Whether `path` is a checkpoint written before `CapsuleRouting` stored its inference
+    logits: it has no `inference_logits` value, and holds every other variable of the model
+    (the tables are the only model variables left unmatched)."""
+    keys = [k for k, _ in tf.train.list_variables(path) if k.endswith("VARIABLE_VALUE")]
+    if any("inference_logits" in k for k in keys):
+        return False
+    variables = {id(v): v for v in [*model.query_tower.variables,
+                                    *model.candidate_embedding.variables]}.values()
+    tables = [v for v in variables if v.name.split("/")[-1].startswith("inference_logits")]
+    return bool(tables) and len(keys) == len(variables) - len(tables)
+
+
 class SequentialRetrievalModel(tfrs.Model):
     """A query tower over behaviour features scored against an item embedding table.
 
@@ -391,7 +404,15 @@ class SequentialRecipe(Recipe):
         path = tf.train.latest_checkpoint(str(pathlib.Path(run_dir) / "weights")) or str(
             pathlib.Path(run_dir) / "weights" / "ckpt")
         try:
-            self._checkpoint(model).read(path).assert_existing_objects_matched()
+            status = self._checkpoint(model).read(path)
+            try:
+                status.assert_existing_objects_matched()
+            except AssertionError:
+                if not _legacy_routing_checkpoint(model, path):
+                    raise
+                # Saved before MIND's inference routing logits were a weight: the table keeps
+                # its initial value, the draw those runs made in the graph (same routing).
+                status.expect_partial()
         except (tf.errors.NotFoundError, tf.errors.DataLossError, AssertionError, ValueError) as e:
             raise ValueError(f"Cannot restore the weights of run {run_dir} ({type(e).__name__}: "
                              f"{e}); retrain it with `towerkit train`.") from e
