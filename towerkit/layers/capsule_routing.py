@@ -136,6 +136,24 @@ class CapsuleRouting(tf.keras.layers.Layer):
         most recent (`"recent_first"`: position 0 is the latest behaviour whatever the
         history's length). Both papers only say "behaviour i"; either order is a reading of it.
 
+    Where the reference implementations differ (ComiRec's `CapsuleNetwork`, THUDM/ComiRec
+    `src/model.py`; DeepMatch's MIND `CapsuleLayer`, shenweichen/DeepMatch
+    `deepmatch/layers/core.py`):
+      * Followed from ComiRec: softmax over interests (axis 1 of its `[batch, K, length]`
+        logits), zero initial logits for per-position transforms, `stop_gradient` on the
+        predictions inside the iterations, padding weights set to 0, squash as here.
+        DeepMatch's MIND instead takes the softmax over the behaviours (its last axis) and
+        keeps one `[1, K, max_len]` logit variable that every call `assign_add`s the batch's
+        summed agreements to; towerkit follows the paper (softmax over interests, logits per
+        behaviour and user).
+      * Initialisers: both codes draw the transform from N(0, 1) (`W` in ComiRec, `S` in
+        DeepMatch). This layer's default stays Glorot normal; the MIND and ComiRec-DR towers
+        default to N(0, 0.3^2), the scale at which routing moves the coupling coefficients
+        on MovieLens 100K while the valid recall holds (benchmarks/sequential/RESULTS.md).
+        The agreement `u_j . e_hat_ij` scales with `|e_hat|`, so a tiny transform (Glorot
+        over the whole `[P, K, d, d]` tensor: stddev 0.014) leaves the coupling at its
+        initial value: routing then does nothing. `coupling` measures it.
+
     Args:
       num_interests: int. K, the number of interest capsules.
       units: int or None. Capsule dimension; defaults to the input dimension.

@@ -39,8 +39,10 @@ from towerkit.recipes.best_epoch import BestEpoch
 from towerkit.recipes.sequential import (TOP_N, SequentialRecipe, SequentialRetrievalModel,
                                          _dump, _metrics)
 from towerkit.tasks.sampled_softmax import SampledSoftmax
+from towerkit.towers.comirec_dr import DEFAULT_STDDEV as DR_DEFAULT_STDDEV
 from towerkit.towers.comirec_dr import ComiRecDR
 from towerkit.towers.comirec_sa import READOUT_SOURCES, ComiRecSA
+from towerkit.towers.mind import DEFAULT_STDDEV as MIND_DEFAULT_STDDEV
 from towerkit.towers.mind import MIND
 
 __all__ = ["MultiInterestRecipe", "MultiInterestRetrievalModel", "MINDRecipe",
@@ -261,9 +263,9 @@ class MultiInterestRecipe(SequentialRecipe):
         return items.astype(np.int64)
 
 
-# Defaults of --routing-init-stddev (chosen on the valid users, see the recipes).
-MIND_ROUTING_STDDEV = 0.3
-DR_ROUTING_STDDEV = 0.3
+# Defaults of --routing-init-stddev: the towers' defaults (chosen on the valid users).
+MIND_ROUTING_STDDEV = MIND_DEFAULT_STDDEV
+DR_ROUTING_STDDEV = DR_DEFAULT_STDDEV
 
 
 def _routing_initializer(params: dict):
