@@ -251,3 +251,5 @@ def test_every_sequence_recipe_stops_early_by_default():
         assert parser.parse_args([]).early_stopping == 3, name
         assert recipe.default_epochs >= 15, name
         assert recipe.early_stopping is SequentialRecipe.early_stopping, name
+        # Hand-built params (the Python API) get the same default.
+        assert recipe.resolve_params({"params": {}})["early_stopping"] == 3, name

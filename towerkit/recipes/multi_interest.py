@@ -175,8 +175,7 @@ class MultiInterestRecipe(SequentialRecipe):
     three models plateaus after 2-4 epochs and then wanders by +-0.02 from epoch to epoch while
     the training loss keeps falling, so a fixed epoch count is a guess; stopping on the valid
     users and keeping the best epoch (as ComiRec's authors do) removes it
-    (benchmarks/sequential/MULTI_INTEREST_RESULTS.md). Params without `early_stopping` (run
-    configs written before the flag existed, hand-built params) train without it.
+    (benchmarks/sequential/MULTI_INTEREST_RESULTS.md).
     """
 
     default_epochs = 15

@@ -249,8 +249,9 @@ class SequentialRecipe(Recipe):
     users' recall@50 is computed; training stops `PATIENCE` (default 3) epochs after the best
     one, at most `--epochs` (default: the recipe's `default_epochs`, a cap), and the best
     epoch's weights are kept. Epoch counts fixed on one dataset do not transfer to another
-    (a larger catalogue, fewer users); the valid users decide instead. Run configs without
-    `early_stopping` (written before the flag, or hand-built params) train their fixed epochs.
+    (a larger catalogue, fewer users); the valid users decide instead. Params without
+    `early_stopping` (hand-built ones, run configs written before the flag) get the same
+    default; `"early_stopping": 0` trains the fixed `epochs`.
     """
 
     default_epochs = 30
@@ -294,7 +295,7 @@ class SequentialRecipe(Recipe):
         params = {"embedding_dim": 64, "max_history": 20, "batch_size": 256,
                   "learning_rate": 1e-3, "loss": "full", "num_negatives": 500,
                   "temperature": 1.0, "l2_normalize": False,
-                  "separate_candidate_embeddings": False}
+                  "separate_candidate_embeddings": False, "early_stopping": 3}
         params.update(config.get("params") or {})
         if params["loss"] not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {params['loss']!r}.")
