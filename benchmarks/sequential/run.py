@@ -7,17 +7,17 @@ plus a Markdown table (mean and min-max over seeds).
 
 Usage (the protocol table, one command per model; the multi-interest models run through
 `multi_interest.py`, which adds their diagnostics):
-  python benchmarks/sequential/run.py --models popularity --seeds 0 1 2 --out /tmp/seq/popularity.json
-  python benchmarks/sequential/run.py --models youtube_dnn --seeds 0 1 2 --out /tmp/seq/youtube_dnn.json
+  python benchmarks/sequential/run.py --models popularity --seeds 0 1 2 --out seq/popularity.json
+  python benchmarks/sequential/run.py --models youtube_dnn --seeds 0 1 2 --out seq/youtube_dnn.json
   python benchmarks/sequential/run.py --models youtube_dnn_profile_genres --seeds 0 1 2 \
-      --out /tmp/seq/youtube_dnn_profile_genres.json
-  python benchmarks/sequential/run.py --models gru --seeds 0 1 2 --out /tmp/seq/gru.json
-  python benchmarks/sequential/multi_interest.py --models mind --seeds 0 1 2 --out /tmp/seq/mind.json
+      --out seq/youtube_dnn_profile_genres.json
+  python benchmarks/sequential/run.py --models gru --seeds 0 1 2 --out seq/gru.json
+  python benchmarks/sequential/multi_interest.py --models mind --seeds 0 1 2 --out seq/mind.json
   python benchmarks/sequential/multi_interest.py --models comirec_dr --seeds 0 1 2 \
-      --out /tmp/seq/comirec_dr.json
+      --out seq/comirec_dr.json
   python benchmarks/sequential/multi_interest.py --models comirec_sa --seeds 0 1 2 \
-      --out /tmp/seq/comirec_sa.json
-  python benchmarks/sequential/multi_interest.py --table-from /tmp/seq/*.json
+      --out seq/comirec_sa.json
+  python benchmarks/sequential/multi_interest.py --table-from seq/*.json
   # another recipe, e.g. a multi-interest one, with its own settings and result file:
   python benchmarks/sequential/run.py --models mind --params '{"mind": {"num_interests": 4}}' \
       --epochs '{"mind": 20}' --out benchmarks/sequential/multi_interest_results.json
@@ -119,6 +119,7 @@ def run_models(args: argparse.Namespace, settings, rows: list, run=run_one,
     """
     overrides, epochs = json.loads(args.params), json.loads(args.epochs)
     out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     for model in args.models:
         default_epochs, params = settings(model)
         params = {**params, **overrides.get(model, {})}
