@@ -5,9 +5,19 @@ default), scores it with `Recipe.evaluate(split="test")` (Recall/HR/NDCG over th
 catalogue, see towerkit.data.sequential_protocol), and writes one JSON file of per-seed results
 plus a Markdown table (mean and min-max over seeds).
 
-Usage:
-  python benchmarks/sequential/run.py --models popularity gru youtube_dnn --seeds 0 1 2 \
-      --out benchmarks/sequential/results.json
+Usage (the protocol table, one command per model; the multi-interest models run through
+`multi_interest.py`, which adds their diagnostics):
+  python benchmarks/sequential/run.py --models popularity --seeds 0 1 2 --out seq/popularity.json
+  python benchmarks/sequential/run.py --models youtube_dnn --seeds 0 1 2 --out seq/youtube_dnn.json
+  python benchmarks/sequential/run.py --models youtube_dnn_profile_genres --seeds 0 1 2 \
+      --out seq/youtube_dnn_profile_genres.json
+  python benchmarks/sequential/run.py --models gru --seeds 0 1 2 --out seq/gru.json
+  python benchmarks/sequential/multi_interest.py --models mind --seeds 0 1 2 --out seq/mind.json
+  python benchmarks/sequential/multi_interest.py --models comirec_dr --seeds 0 1 2 \
+      --out seq/comirec_dr.json
+  python benchmarks/sequential/multi_interest.py --models comirec_sa --seeds 0 1 2 \
+      --out seq/comirec_sa.json
+  python benchmarks/sequential/multi_interest.py --table-from seq/*.json
   # another recipe, e.g. a multi-interest one, with its own settings and result file:
   python benchmarks/sequential/run.py --models mind --params '{"mind": {"num_interests": 4}}' \
       --epochs '{"mind": 20}' --out benchmarks/sequential/multi_interest_results.json
@@ -30,20 +40,23 @@ import numpy as np
 import towerkit  # noqa: F401  (legacy Keras switch)
 from towerkit.recipes import get_recipe, make_run_config
 
-# model name -> (recipe, epochs, params). Chosen on the valid split (see RESULTS.md).
+# model name -> (recipe, max epochs, params). Chosen on the valid split (see RESULTS.md). Every
+# trainable model stops 3 epochs after its best valid recall@50 and keeps that epoch
+# ("early_stopping": 3, the recipes' default); the epochs are a cap.
+_YTDNN = {"embedding_dim": 64, "hidden_units": "128", "batch_size": 256, "learning_rate": 1e-3,
+          "loss": "full", "early_stopping": 3, "query_age": "last_history",
+          "output_activation": "linear"}
 SETTINGS = {
     "popularity": ("popularity", 1, {}),
-    "gru": ("gru", 6, {"embedding_dim": 64, "batch_size": 1024, "learning_rate": 3e-3,
-                       "loss": "full", "unroll": True}),
-    "youtube_dnn": ("youtube_dnn", 10, {"embedding_dim": 64, "hidden_units": "128",
-                                        "batch_size": 256, "learning_rate": 1e-3,
-                                        "loss": "full"}),
+    "gru": ("gru", 20, {"embedding_dim": 64, "batch_size": 1024, "learning_rate": 3e-3,
+                        "loss": "full", "unroll": True, "early_stopping": 3}),
+    "youtube_dnn": ("youtube_dnn", 30, dict(_YTDNN)),
     # The paper's model: + user profile (age, gender, occupation) and the history's genres.
-    "youtube_dnn_profile_genres": ("youtube_dnn", 10, {
-        "embedding_dim": 64, "hidden_units": "128", "batch_size": 256, "learning_rate": 1e-3,
-        "loss": "full", "user_features": True, "genres": True}),
+    "youtube_dnn_profile_genres": ("youtube_dnn", 30, {**_YTDNN, "user_features": True,
+                                                       "genres": True}),
 }
-COLUMNS = ("recall@20", "recall@50", "hr@50", "ndcg@50", "train_seconds")
+COLUMNS = ("recall@20", "recall@50", "hr@50", "ndcg@50", "best_epoch", "valid_recall@50",
+           "train_seconds")
 
 
 def run_one(model: str, seed: int, dataset: str, data_dir, params: dict, epochs: int,
@@ -74,6 +87,9 @@ def table(rows: list, columns=COLUMNS) -> str:
         cells = []
         for c in columns:
             v = np.array([r.get(c, np.nan) for r in mine], dtype=float)
+            if np.isnan(v).all():
+                cells.append("-")
+                continue
             fmt = "{:.1f}" if c in ("train_seconds", "best_epoch") else "{:.3f}"
             cells.append(f"{fmt.format(v.mean())} ({fmt.format(v.min())}-{fmt.format(v.max())})")
         lines.append(f"| {model} (n={len(mine)}) | " + " | ".join(cells) + " |")
@@ -103,6 +119,7 @@ def run_models(args: argparse.Namespace, settings, rows: list, run=run_one,
     """
     overrides, epochs = json.loads(args.params), json.loads(args.epochs)
     out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     for model in args.models:
         default_epochs, params = settings(model)
         params = {**params, **overrides.get(model, {})}

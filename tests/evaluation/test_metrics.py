@@ -81,3 +81,24 @@ def test_top_n_items_matches_numpy_oracle():
                                   np.argsort(-s3, axis=1, kind="stable")[:, :7])
     with pytest.raises(ValueError, match="catalogue size"):
         top_n_items(q, items, 30)
+
+
+def test_top_n_items_breaks_ties_by_smaller_index():
+    # Items 1..9 score 3, 2, 1 (one each) and items 10..1999 all score 0: the top 5 must be the
+    # three positive items, then the two smallest indices among the 1,990 tied ones (10, 11).
+    # A bare argpartition keeps an arbitrary subset of the tied items.
+    items = np.zeros((2000, 2), np.float32)
+    items[1:4, 0] = [3.0, 2.0, 1.0]
+    items[4:10, 0] = -1.0
+    q = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)   # row 1: every item ties at 0
+    top = top_n_items(q, items, 5)
+    np.testing.assert_array_equal(top[0], [1, 2, 3, 10, 11])
+    np.testing.assert_array_equal(top[1], [1, 2, 3, 4, 5])   # item 0 excluded, ties by index
+    # Against a stable full sort on random integer-valued (tie-heavy) scores.
+    rng = np.random.default_rng(3)
+    items = rng.integers(-2, 3, size=(500, 3)).astype(np.float32)
+    q = rng.integers(-1, 2, size=(20, 3)).astype(np.float32)
+    scores = q @ items.T
+    scores[:, 0] = -np.inf
+    np.testing.assert_array_equal(top_n_items(q, items, 40),
+                                  np.argsort(-scores, axis=1, kind="stable")[:, :40])

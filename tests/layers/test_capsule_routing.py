@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import towerkit  # noqa: F401  (legacy Keras switch)
 from towerkit.layers import CapsuleRouting, interest_count, squash
-from towerkit.layers.capsule_routing import l2_or_none
+from towerkit.layers.capsule_routing import coupling_statistics, l2_or_none
 
 
 def _np_squash(z):
@@ -166,8 +166,53 @@ def test_inference_is_deterministic_and_batch_independent_training_is_fresh():
     t1, _ = layer(e, mask=mask, training=True)
     t2, _ = layer(e, mask=mask, training=True)
     assert np.abs(t1.numpy() - t2.numpy()).max() > 1e-3  # fresh logits per training call
-    assert not layer.non_trainable_weights  # no state carried across calls
-    assert [w.name.split("/")[-1] for w in layer.weights] == ["kernel:0"]
+    # The only state besides S is the fixed inference table; training calls never change it.
+    assert [w.name.split("/")[-1] for w in layer.weights] == ["kernel:0", "inference_logits:0"]
+    assert [w.name.split("/")[-1] for w in layer.non_trainable_weights] == ["inference_logits:0"]
+    np.testing.assert_array_equal(
+        layer.inference_table.numpy(),
+        tf.random.stateless_normal([6, 4], seed=[0, 7]).numpy())
+
+
+def test_inference_logits_are_a_stored_weight_equal_to_the_former_in_graph_draw(tmp_path):
+    # Earlier versions regenerated the table in the graph as
+    # stateless_normal([max(position) + 1, K], seed=[seed, 7]); the stored weight starts from
+    # that draw, so weights saved before it existed route as before (in this TF version).
+    e, mask = _inputs()
+    layer = CapsuleRouting(4, transform="shared", max_length=9, seed=3, logit_stddev=2.0)
+    layer(e, mask=mask, training=False)
+    former = tf.random.stateless_normal([6, 4], seed=[3, 7], stddev=2.0).numpy()
+    np.testing.assert_array_equal(layer.inference_table.numpy()[:6], former)
+    # It is a weight: assigning it changes the routing, and a SavedModel carries it (a reloaded
+    # export routes with the stored values, not with a fresh draw).
+    table = np.random.default_rng(0).normal(size=(9, 4)).astype(np.float32)
+    layer.inference_table.assign(table)
+    expected, _ = layer(e, mask=mask, training=False)
+    behaviours = tf.keras.Input([6, 5])
+    valid = tf.keras.Input([6], dtype=tf.bool)
+    caps, _ = layer(behaviours, mask=valid)
+    tf.keras.Model([behaviours, valid], caps).save(tmp_path / "m")
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    assert any(v.name.endswith("inference_logits:0") for v in loaded.variables)
+    stored = [v for v in loaded.variables if v.name.endswith("inference_logits:0")][0]
+    np.testing.assert_array_equal(stored.numpy(), table)
+    out = loaded.signatures["serving_default"](
+        **dict(zip(sorted(loaded.signatures["serving_default"].structured_input_signature[1]),
+                   [tf.constant(e), tf.constant(mask)])))
+    np.testing.assert_allclose(list(out.values())[0].numpy(), expected.numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_history_longer_than_max_length_raises_instead_of_clamping():
+    e, mask = _inputs(length=6)
+    layer = CapsuleRouting(2, transform="per_position", initial_logits="zeros", max_length=4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_length=4"):
+        layer(e, mask=mask, training=False)
+    # Padding past max_length is fine: only valid behaviours need a position.
+    short = mask & (np.arange(6)[None, :] < 4)
+    layer(e, mask=short, training=False)
+    with pytest.raises(ValueError, match="max_length"):
+        CapsuleRouting(2)(tf.keras.Input([None, 5]))
 
 
 def test_no_gradient_through_routing_coefficients():
@@ -251,3 +296,48 @@ def test_kernel_regularizer_adds_weight_decay_to_losses_and_round_trips():
     assert l2_or_none(0.0) is None
     with pytest.raises(ValueError, match="weight_decay"):
         l2_or_none(-1e-3)
+
+
+def test_coupling_returns_the_first_and_last_iteration_weights_numpy_oracle():
+    # w_ij of iteration 1 = softmax_j(b0_ij); of iteration 3 after two agreement updates
+    # b += u_j . e_hat_ij (NumPy loop below), for the valid behaviours in compacted order.
+    e, mask = _inputs()
+    layer = CapsuleRouting(4, units=7, iterations=3, transform="shared", max_length=6, seed=3,
+                           dynamic_interests=True)
+    initial, final, valid, active = (t.numpy() for t in layer.coupling(e, mask=mask))
+    kernel = layer.kernel.numpy().astype(np.float64)
+    logits = layer.inference_logits(tf.constant(_positions(mask))).numpy()
+    for user in range(e.shape[0]):
+        n, k = int(mask[user].sum()), int(active[user].sum())
+        np.testing.assert_array_equal(valid[user], np.arange(6) < n)
+        e_hat = e[user][mask[user]] @ kernel                 # [n, units]
+        b = logits[user][:n, :k].astype(np.float64)
+        weights = []
+        for it in range(3):
+            w = np.exp(b - b.max(1, keepdims=True))
+            w /= w.sum(1, keepdims=True)
+            weights.append(w)
+            u = _np_squash(w.T @ e_hat)
+            b = b + e_hat @ u.T
+        np.testing.assert_allclose(initial[user][:n, :k], weights[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(final[user][:n, :k], weights[2], rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(final[user][n:], 0.0)
+        np.testing.assert_array_equal(final[user][:, k:], 0.0)
+
+
+def test_coupling_statistics_golden_value():
+    # User 0 (2 active interests, 2 valid behaviours):
+    #   behaviour 0: w0 = (0.5, 0.5), w = (0.9, 0.1): TV 0.4, max excess 0.9 - 0.5 = 0.4;
+    #   behaviour 1: w0 = (0.2, 0.8), w = (0.2, 0.8): TV 0,   max excess 0.8 - 0.5 = 0.3;
+    #   slot 2 is padding (ignored).
+    # User 1 has one active interest: its coupling is 1 whatever routing does -> left out.
+    initial = np.array([[[0.5, 0.5], [0.2, 0.8], [0.0, 0.0]],
+                        [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]])
+    final = np.array([[[0.9, 0.1], [0.2, 0.8], [0.0, 0.0]],
+                      [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]])
+    valid = np.array([[True, True, False], [True, True, True]])
+    active = np.array([[True, True], [True, False]])
+    stats = coupling_statistics(initial, final, valid, active)
+    assert stats["count"] == 2
+    assert stats["shift_sum"] == pytest.approx(0.4)
+    assert stats["max_excess_sum"] == pytest.approx(0.7)

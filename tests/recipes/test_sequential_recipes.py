@@ -38,6 +38,9 @@ def test_short_training_beats_popularity_on_valid(run_dir, protocol):
     assert round(popularity.evaluate(pop_dir, "test")["recall@50"], 3) == 0.136
     assert metrics["valid_recall@50"] > pop_valid["valid_recall@50"] + 0.03
     assert metrics["valid_ndcg@50"] > pop_valid["valid_ndcg@50"]
+    # Early stopping is on by default (one epoch here, so that one is the best).
+    assert metrics["best_epoch"] == 1 and metrics["epochs_run"] == 1
+    assert metrics["valid_recall@50_per_epoch"] == [pytest.approx(metrics["valid_recall@50"])]
 
 
 def test_evaluate_cli_and_dump_rescored_independently(run_dir, protocol, tmp_path, capsys):
@@ -82,16 +85,22 @@ def test_index_inputs_serving_query_model(run_dir, protocol):
     n = int(test.history_length[j])
     history = protocol.item_ids[test.history[j:j + 1]].astype(bytes)
     length = tf.constant([n], tf.int32)
-    base = inputs.query_model({"history": tf.constant(history), "history_length": length})
+    # The default youtube_dnn feeds the query-time example age: a serving input.
+    assert inputs.query_signature["query_timestamp"].dtype == tf.int64
+    stamp = tf.constant(test.features["query_timestamp"][j:j + 1])
+    base = inputs.query_model({"history": tf.constant(history), "history_length": length,
+                               "query_timestamp": stamp})
     np.testing.assert_allclose(base.numpy(), model.query(
         {k: tf.constant(v[j:j + 1]) for k, v in test.features.items()}).numpy(), rtol=1e-5)
     noisy = history.copy()
     noisy[0, n] = protocol.item_ids[1]  # beyond history_length
-    extra = inputs.query_model({"history": tf.constant(noisy), "history_length": length})
+    extra = inputs.query_model({"history": tf.constant(noisy), "history_length": length,
+                                "query_timestamp": stamp})
     np.testing.assert_allclose(extra.numpy(), base.numpy(), rtol=1e-6)
     unknown = np.concatenate([[b"no-such-movie"], history[0, :-1]])[None, :]
     shifted = inputs.query_model({"history": tf.constant(unknown),
-                                  "history_length": tf.constant([n + 1], tf.int32)})
+                                  "history_length": tf.constant([n + 1], tf.int32),
+                                  "query_timestamp": stamp})
     np.testing.assert_allclose(shifted.numpy(), base.numpy(), rtol=1e-5, atol=1e-6)
 
 
@@ -143,8 +152,7 @@ def test_exported_index_serves_the_same_top_n(run_dir, protocol, tmp_path):
     save_index(index, str(tmp_path / "index"), query_signature=inputs.query_signature)
     loaded = tf.saved_model.load(str(tmp_path / "index"))
     out = loaded.signatures["serving_default"](
-        history=tf.constant(inputs.sample_queries["history"]),
-        history_length=tf.constant(inputs.sample_queries["history_length"]))
+        **{k: tf.constant(v) for k, v in inputs.sample_queries.items()})
     dump = tmp_path / "top.npz"
     recipe.evaluate(run_dir, "test", dump_topn=str(dump))
     expected = np.load(dump)["topn_movie_id"][:8]
@@ -176,3 +184,72 @@ def test_serving_query_model_maps_raw_user_features_and_genres(protocol):
     missing["user_occupation"] = tf.zeros([5], tf.int64)
     np.testing.assert_allclose(serving(raw).numpy(), model.query(missing).numpy(), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_youtube_dnn_query_age_comes_from_the_last_history_timestamp(run_dir, protocol):
+    # The age of a held-out user's query: (t_max - t_last) / span on the training examples'
+    # scale (make_training_examples: age = (t_max - t) / (t_max - t_min) over train targets).
+    examples = protocol.train_examples
+    t_max, span = protocol.example_age_scale
+    assert t_max == examples["timestamp"].max()
+    np.testing.assert_allclose(examples["example_age"],
+                               (t_max - examples["timestamp"]) / span, rtol=1e-6)
+    test = protocol.split("test")
+    seqs = protocol.sequences
+    for row, user in enumerate(test.users[:5]):
+        cut = max(1, int(np.floor(0.8 * seqs.lengths[user] + 1e-9)))
+        assert test.features["query_timestamp"][row] == seqs.timestamps[seqs.offsets[user] + cut - 1]
+    _, _, model = load_run(run_dir)[0].restore(run_dir)
+    assert model.example_age_scale == (t_max, span)
+    features = {k: tf.constant(v[:5]) for k, v in test.features.items()}
+    tower = model.query_tower
+    want_age = (t_max - test.features["query_timestamp"][:5]) / span
+    assert np.abs(want_age).max() > 0.05          # held-out users are not all at "now"
+    expected = tower({**features, "example_age": tf.constant(want_age, tf.float32)})
+    np.testing.assert_allclose(model.query(features).numpy(), expected.numpy(), rtol=1e-5,
+                               atol=1e-6)
+    # query_timestamp <= 0 is the documented "unknown": age 0, the former serving behaviour.
+    unknown = model.query({**features, "query_timestamp": tf.zeros([5], tf.int64)})
+    zero_age = tower({**features, "example_age": tf.zeros([5])})
+    np.testing.assert_allclose(unknown.numpy(), zero_age.numpy(), rtol=1e-5, atol=1e-6)
+    # Run configs written before --query-age (no key) keep age 0 at query time.
+    recipe = get_recipe("youtube_dnn")()
+    assert recipe.query_age_scale({"example_age": True}, protocol) is None
+    assert recipe.query_age_scale({"query_age": "last_history"}, protocol) == (t_max, span)
+    with pytest.raises(ValueError, match="query-age"):
+        recipe.query_age_scale({"query_age": "now"}, protocol)
+
+
+def test_youtube_dnn_relu_top_layer_option(protocol):
+    from towerkit.recipes.sequential import YouTubeDNNRecipe
+    from towerkit.towers.youtube_dnn import YouTubeDNN
+
+    recipe = YouTubeDNNRecipe()
+    relu = recipe.build_model(recipe.resolve_params({"params": {
+        "embedding_dim": 8, "output_activation": "relu"}}), protocol)
+    out = relu.query({k: tf.constant(v[:20]) for k, v in protocol.split("test").features.items()})
+    assert (out.numpy() >= 0).all() and (out.numpy() > 0).any()
+    config = relu.query_tower.get_config()
+    assert config["output_activation"] == "relu"
+    assert YouTubeDNN.from_config(config).output_activation == "relu"
+    linear = recipe.build_model(recipe.resolve_params({"params": {"embedding_dim": 8}}), protocol)
+    assert linear.query_tower.output_activation is None
+    with pytest.raises(ValueError, match="output-activation"):
+        recipe.build_model(recipe.resolve_params({"params": {
+            "embedding_dim": 8, "output_activation": "tanh"}}), protocol)
+
+
+def test_every_sequence_recipe_stops_early_by_default():
+    # One mechanism (BestEpoch via SequentialRecipe.train) and one CLI default for all of them;
+    # --epochs is then a cap.
+    import argparse
+
+    for name in ("youtube_dnn", "gru", "mind", "comirec_dr", "comirec_sa"):
+        recipe = get_recipe(name)
+        parser = argparse.ArgumentParser()
+        recipe.add_arguments(parser)
+        assert parser.parse_args([]).early_stopping == 3, name
+        assert recipe.default_epochs >= 15, name
+        assert recipe.early_stopping is SequentialRecipe.early_stopping, name
+        # Hand-built params (the Python API) get the same default.
+        assert recipe.resolve_params({"params": {}})["early_stopping"] == 3, name

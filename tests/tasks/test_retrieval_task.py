@@ -37,6 +37,25 @@ def test_temperature_and_logq_correction():
                                [0.75, 0.25, 0.25])  # unknown id -> smallest known probability
 
 
+def test_logq_is_exact_below_tfrs_clip_of_one_in_a_million():
+    # Counts a: 1, b: 9,999,999 -> p = [1e-7, 0.9999999]. TFRS clips p at 1e-6 (it would add
+    # -log 1e-6 = 13.8155 to column a); the documented -log p adds -log 1e-7 = 16.1181.
+    # Scores Q @ C^T = [[1, 1], [0, 1]] (temperature 1); column a is the positive of row 0.
+    # Row 0: logits [1 + 16.1181, 1 - log(0.9999999)] -> log(1 + e^(1 + 1e-7 - 17.1181)),
+    # Row 1: logits [0 + 16.1181, 1 + 1e-7]           -> log(1 + e^(16.1181 - 1 - 1e-7)).
+    la, lb = -np.log(1e-7), -np.log(1 - 1e-7)
+    expected = _log1p_exp((1 + lb) - (1 + la)) + _log1p_exp(la - (1 + lb))
+    clipped = _log1p_exp((1 + lb) - (1 + -np.log(1e-6))) + _log1p_exp(-np.log(1e-6) - (1 + lb))
+    assert abs(expected - clipped) > 2.0  # the clip would change this loss
+    task = Retrieval(sampling_vocabulary=["a", "b"], sampling_counts=[1, 9_999_999])
+    loss = task(Q, C, candidate_ids=tf.constant(["a", "b"]))
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # Multi-head queries (max over heads): the correction is per candidate, still exact.
+    heads = tf.stack([Q, -Q], axis=1)            # head 1 scores [[-1, -1], [0, -1]]: never max
+    assert float(task(heads, C, candidate_ids=tf.constant(["a", "b"]))) == pytest.approx(
+        expected, rel=1e-5)
+
+
 def test_accidental_hits_are_removed():
     # Both candidates have id "x": the off-diagonal negatives are the positives' twins and are
     # masked, so each row's softmax holds only its positive: loss 0.

@@ -51,9 +51,16 @@ def test_full_softmax_golden():
     # loss = log(e + 1 + e^2) - 1 = log(11.107338) - 1 = 1.407606
     task = SampledSoftmax()
     assert float(task(QUERY, [1], TABLE)) == pytest.approx(1.407606, abs=1e-5)
-    # Sample weights scale each query's loss; the result is the batch mean.
-    two = task(np.repeat(QUERY, 2, 0), [1, 1], TABLE, sample_weight=[1.0, 0.0])
-    assert float(two) == pytest.approx(1.407606 / 2, abs=1e-5)
+    # Sample weights: the weighted mean sum(w l) / sum(w). Query 0 (target 1) has loss
+    # 1.407606; query 1 (target 3, logit 2) has log(11.107338) - 2 = 0.407606.
+    # Weights [1, 0] -> 1.407606 (not the batch mean 0.703803); [3, 1] ->
+    # (3 * 1.407606 + 0.407606) / 4 = 1.157606; all-zero weights -> 0.
+    two = task(np.repeat(QUERY, 2, 0), [1, 3], TABLE, sample_weight=[1.0, 0.0])
+    assert float(two) == pytest.approx(1.407606, abs=1e-5)
+    weighted = task(np.repeat(QUERY, 2, 0), [1, 3], TABLE, sample_weight=[3.0, 1.0])
+    assert float(weighted) == pytest.approx(1.157606, abs=1e-5)
+    none = task(np.repeat(QUERY, 2, 0), [1, 3], TABLE, sample_weight=[0.0, 0.0])
+    assert float(none) == 0.0
 
 
 def test_sampling_follows_the_proposal_and_never_draws_padding():

@@ -280,8 +280,9 @@ def make_training_examples(sequences: UserSequences, users: np.ndarray, max_hist
         `user` int64 (user index), `position` int64 (k), `target` int64 (item index),
         `history` int64 `[num_examples, max_history]`, `history_length` int32,
         `example_age` float32: `(t_max - t_target) / (t_max - t_min)` over these users'
-        interactions, in `[0, 1]` (Covington et al.'s example age; feed 0 at serving),
-        and one int64 column per user profile feature.
+        interactions, in `[0, 1]` (Covington et al.'s example age), `timestamp` int64 (the
+        target's Unix seconds, from which the age is computed), and one int64 column per
+        user profile feature.
     """
     if min_position < 1:
         raise ValueError(f"min_position must be >= 1 (an example needs a history), got {min_position}.")
@@ -300,7 +301,8 @@ def make_training_examples(sequences: UserSequences, users: np.ndarray, max_hist
         age = np.zeros(0, np.float32)
     examples = {"user": example_user, "position": position.astype(np.int64),
                 "target": sequences.items[flat], "history": history,
-                "history_length": history_length, "example_age": age}
+                "history_length": history_length, "example_age": age,
+                "timestamp": times.astype(np.int64)}
     for name, values in sequences.user_features.items():
         examples[name] = values[example_user]
     return examples
@@ -316,8 +318,9 @@ class EvalSplit:
       history: np.ndarray `[num_users, max_history]` int64. The most recent history items.
       history_length: np.ndarray `[num_users]` int32.
       ground_truth: list of `num_users` int64 arrays: the items after the history, in order.
-      features: dict str -> np.ndarray. User profile features, `example_age` (zeros), and
-        `history`/`history_length` again: the query model's input dict.
+      features: dict str -> np.ndarray. User profile features, `example_age` (zeros),
+        `query_timestamp` (int64 Unix seconds of the last history item: the time of the
+        query), and `history`/`history_length` again: the query model's input dict.
     """
 
     users: np.ndarray
@@ -353,8 +356,10 @@ def make_eval_split(sequences: UserSequences, users: np.ndarray, max_history: in
     history, history_length = history_windows(sequences, users, cut, max_history)
     truth = [sequences.items[sequences.offsets[u] + c:sequences.offsets[u + 1]]
              for u, c in zip(users, cut)]
+    last = sequences.timestamps[sequences.offsets[users] + cut - 1]
     features = {"history": history, "history_length": history_length,
-                "example_age": np.zeros(len(users), np.float32)}
+                "example_age": np.zeros(len(users), np.float32),
+                "query_timestamp": last.astype(np.int64)}
     for name, values in sequences.user_features.items():
         features[name] = values[users]
     return EvalSplit(users=users, user_ids=sequences.user_ids[users], history=history,

@@ -53,7 +53,10 @@ class SequentialProtocol:
       train_item_counts: np.ndarray `[num_items + 1]` interactions of train users per item
         (popularity baseline);
       target_probability: np.ndarray `[num_items + 1]` float32, the share of training examples
-        whose target is each item (the sampling probability for logQ correction).
+        whose target is each item (the sampling probability for logQ correction);
+      example_age_scale: `(t_max, span)` int Unix seconds of the training examples' example
+        age `(t_max - t) / span` (see `make_training_examples`): the same scale turns a query
+        time into the age of a query (`SequentialRetrievalModel`).
     """
 
     def __init__(self, sequences: UserSequences, max_history: int = 20, split_seed: int = 1230,
@@ -76,6 +79,9 @@ class SequentialProtocol:
         self.train_item_counts = np.bincount(
             np.concatenate([sequences.sequence(u) for u in self.train_users]), minlength=n)
         self.train_item_counts[0] = 0
+        times = self.train_examples["timestamp"]
+        self.example_age_scale = ((int(times.max()), max(int(times.max() - times.min()), 1))
+                                  if len(times) else (0, 1))
         targets = np.bincount(self.train_examples["target"], minlength=n)
         self.target_probability = (targets / max(targets.sum(), 1)).astype(np.float32)
 
@@ -134,7 +140,8 @@ class SequentialProtocol:
           batch_size: int.
           seed: int or None. Shuffle seed (reshuffled each epoch).
           features: names to include (default: `history`, `history_length`, `target`,
-            `example_age` and the user profile features).
+            `example_age` and the user profile features; held-out users also have
+            `query_timestamp`).
           shuffle: bool.
         """
         columns = self._select(self.train_examples, features)
@@ -151,9 +158,11 @@ class SequentialProtocol:
             self._select(self.split(split).features, features)).batch(batch_size)
 
     def _select(self, columns, features):
-        default = ["history", "history_length", "target", "example_age",
+        default = ["history", "history_length", "target", "example_age", "query_timestamp",
                    *self.sequences.user_features]
-        names = list(features) if features is not None else default
+        # The default takes what the columns have (`query_timestamp`: held-out users only).
+        names = (list(features) if features is not None else
+                 [n for n in default if n in columns or n == "target"])
         unknown = [n for n in names if n not in columns and n != "target"]
         if unknown:
             raise ValueError(f"Unknown feature(s) {unknown}; available: {sorted(columns)}.")

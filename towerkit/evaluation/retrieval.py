@@ -40,5 +40,14 @@ def top_n_items(query_embeddings: np.ndarray, item_embeddings: np.ndarray, n: in
     scores[:, list(exclude)] = -np.inf
     top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
     rows = np.arange(len(scores))[:, None]
+    # argpartition keeps an arbitrary subset of the items tied at the n-th score; where it left
+    # some out, keep every item above that score and the smallest-index tied ones.
+    kth = scores[rows, top].min(axis=1)
+    tied_kept = (scores[rows, top] == kth[:, None]).sum(axis=1)
+    tied_all = (scores == kth[:, None]).sum(axis=1)
+    for r in np.flatnonzero(tied_all > tied_kept):
+        above = np.flatnonzero(scores[r] > kth[r])
+        tied = np.flatnonzero(scores[r] == kth[r])[:n - len(above)]
+        top[r] = np.concatenate([above, tied])
     order = np.lexsort((top, -scores[rows, top]), axis=1)
     return top[rows, order].astype(np.int64)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
-__all__ = ["CapsuleRouting", "squash", "interest_count", "l2_or_none"]
+__all__ = ["CapsuleRouting", "squash", "interest_count", "l2_or_none", "coupling_statistics"]
 
 _TRANSFORMS = ("shared", "per_position")
 _INITIAL_LOGITS = ("random_normal", "zeros")
@@ -67,6 +68,33 @@ def interest_count(lengths: tf.Tensor, max_interests: int) -> tf.Tensor:
     return tf.cast(count, tf.int32)
 
 
+def coupling_statistics(initial, final, valid, interest_mask) -> dict:
+    """How far dynamic routing moved the coupling coefficients (NumPy, per batch).
+
+    Args:
+      initial, final: float arrays `[batch, length, K]`: `w_ij` before the first and in the
+        last routing iteration (`CapsuleRouting.coupling`).
+      valid: bool `[batch, length]`. Valid behaviours.
+      interest_mask: bool `[batch, K]`. Active interests.
+
+    Returns:
+      dict of float sums over the valid behaviours (divide by `count` for means):
+      `shift_sum`: sum of the total-variation distances `0.5 * sum_j |w_ij - w0_ij|` between
+      each behaviour's final and initial coupling (0: routing changed nothing; at most
+      `1 - 1/K'`); `max_excess_sum`: sum of `max_j w_ij - 1/K'_u` (0: uniform coupling,
+      `1 - 1/K'` one-hot); `count`: number of valid behaviours of users with `K'_u >= 2`
+      (with a single active interest the coupling is 1 whatever routing does, so those
+      users are left out).
+    """
+    initial, final = np.asarray(initial, np.float64), np.asarray(final, np.float64)
+    active = np.asarray(interest_mask).sum(axis=1)                      # [batch]
+    keep = np.asarray(valid, bool) & (active >= 2)[:, None]
+    shift = 0.5 * np.abs(final - initial).sum(axis=-1)
+    excess = final.max(axis=-1) - 1.0 / np.maximum(active, 1)[:, None]
+    return {"shift_sum": float(shift[keep].sum()), "max_excess_sum": float(excess[keep].sum()),
+            "count": int(keep.sum())}
+
+
 @tf.keras.utils.register_keras_serializable(package="towerkit")
 class CapsuleRouting(tf.keras.layers.Layer):
     """Dynamic routing of behaviour embeddings into interest capsules, with masking.
@@ -90,14 +118,41 @@ class CapsuleRouting(tf.keras.layers.Layer):
         `stop_gradient(e_hat)`; the output `squash(sum_i w_ij e_hat_ij)` is differentiable in
         `e_hat` with `w` held fixed (as ComiRec's reference code does).
       * Random logits are drawn fresh on every training call (`tf.random.normal`, never a variable
-        carried across batches). At inference they are a fixed draw (a stateless normal with
-        `seed`), indexed by each behaviour's rank among the valid positions, so one history
-        always yields the same capsules whatever its padding or batch.
+        carried across batches; ComiRec's reference code draws them per call too, DeepMatch's
+        MIND keeps one `[K, max_len]` variable that it updates across batches). At inference
+        they are a fixed table `inference_table [max_length, num_interests]`, a non-trainable
+        weight saved with the model (so an export routes identically under any TensorFlow
+        version), indexed by each behaviour's rank among the valid positions: one history
+        always yields the same capsules whatever its padding or batch. The table is
+        initialised with `tf.random.stateless_normal([max_length, K], seed=[seed, 7])`, the
+        draw that earlier towerkit versions regenerated in the graph at every call, so weights
+        saved before the table existed route as they did (in this TensorFlow version).
+      * A history with more than `max_length` valid behaviours has no position for its oldest
+        ones (no `W_pj`, no fixed logit): the call fails with an InvalidArgumentError naming
+        `max_length`, never clamping. Padding beyond `max_length` is fine.
       * Positions (of `"per_position"`'s `W_pj` and of the fixed inference logits) are the rank
         among the valid behaviours, counted from the oldest (`position_order="oldest_first"`,
         the slot index of a right-padded history, as in ComiRec's reference code) or from the
         most recent (`"recent_first"`: position 0 is the latest behaviour whatever the
         history's length). Both papers only say "behaviour i"; either order is a reading of it.
+
+    Where the reference implementations differ (ComiRec's `CapsuleNetwork`, THUDM/ComiRec
+    `src/model.py`; DeepMatch's MIND `CapsuleLayer`, shenweichen/DeepMatch
+    `deepmatch/layers/core.py`):
+      * Followed from ComiRec: softmax over interests (axis 1 of its `[batch, K, length]`
+        logits), zero initial logits for per-position transforms, `stop_gradient` on the
+        predictions inside the iterations, padding weights set to 0, squash as here.
+        DeepMatch's MIND instead takes the softmax over the behaviours (its last axis) and
+        keeps one `[1, K, max_len]` logit variable that every call `assign_add`s the batch's
+        summed agreements to; towerkit follows the paper (softmax over interests, logits per
+        behaviour and user).
+      * Initialisers: both codes draw the transform from N(0, 1) (`W` in ComiRec, `S` in
+        DeepMatch). This layer's default stays Glorot normal; the MIND and ComiRec-DR towers
+        default to N(0, 0.3^2), the scale at which routing moves the coupling coefficients
+        on MovieLens 100K while the valid recall holds (benchmarks/sequential/RESULTS.md).
+        The agreement `u_j . e_hat_ij` scales with `|e_hat|`, so a tiny transform (Glorot
+        over the whole `[P, K, d, d]` tensor: stddev 0.014) leaves the coupling at its
+        initial value: routing then does nothing. `coupling` measures it.
 
     Args:
       num_interests: int. K, the number of interest capsules.
@@ -106,7 +161,9 @@ class CapsuleRouting(tf.keras.layers.Layer):
       transform: str. `"shared"` or `"per_position"`.
       initial_logits: str. `"random_normal"` or `"zeros"`.
       logit_stddev: float. Standard deviation of random initial logits.
-      max_length: int or None. Number of positions for `"per_position"` (required there).
+      max_length: int or None. Number of positions: of `"per_position"`'s `W` (required
+        there) and of the fixed inference logits of `"random_normal"` (default: the static
+        input length at build time).
       position_order: str. `"oldest_first"` or `"recent_first"`: which end of the history is
         position 0 (see above). Histories are given oldest first either way.
       dynamic_interests: bool. Use MIND's dynamic interest count.
@@ -122,9 +179,11 @@ class CapsuleRouting(tf.keras.layers.Layer):
 
     Returns:
       `(capsules [batch, num_interests, units], interest_mask [batch, num_interests] bool)`.
+      `coupling(inputs, mask)` gives the initial and final coupling coefficients (a
+      diagnostic: `coupling_statistics` says how far routing moved them).
 
     Example:
-      >>> routing = CapsuleRouting(num_interests=4, transform="shared")
+      >>> routing = CapsuleRouting(num_interests=4, transform="shared", max_length=20)
       >>> capsules, active = routing(tf.random.normal([2, 20, 32]), mask=tf.ones([2, 20], bool))
 
     References:
@@ -184,6 +243,25 @@ class CapsuleRouting(tf.keras.layers.Layer):
         self.kernel = self.add_weight("kernel", shape=shape,
                                       initializer=self.kernel_initializer,
                                       regularizer=self.kernel_regularizer, trainable=True)
+        self.inference_table = None
+        if self.initial_logits == "random_normal":
+            if self.max_length is None:
+                length = input_shape[1] if len(input_shape) > 1 else None
+                if length is None:
+                    raise ValueError(
+                        "CapsuleRouting with random initial logits needs max_length (the "
+                        "longest history fed) when the input length is not static.")
+                self.max_length = int(length)
+            seed, stddev, size = self.seed, self.logit_stddev, self.max_length
+
+            def draw(shape, dtype=None):
+                # The draw earlier versions made in the graph (stateless normals are
+                # prefix-consistent: the first rows do not depend on the table's length).
+                return tf.random.stateless_normal(shape, seed=[seed, 7], stddev=stddev)
+
+            self.inference_table = self.add_weight(
+                "inference_logits", shape=[size, self.num_interests], initializer=draw,
+                trainable=False)
         super().build(input_shape)
 
     def _predictions(self, inputs):
@@ -194,6 +272,8 @@ class CapsuleRouting(tf.keras.layers.Layer):
         """
         if self.transform == "shared":
             return tf.einsum("bld,du->blu", inputs, self.kernel)
+        # Valid behaviours never pass max_length (checked in `_route`); padded slots past it
+        # read the last W, whose predictions get weight 0.
         slots = tf.minimum(tf.range(tf.shape(inputs)[1]), self.max_length - 1)
         return tf.einsum("bld,lkdu->blku", inputs, tf.gather(self.kernel, slots))
 
@@ -208,27 +288,45 @@ class CapsuleRouting(tf.keras.layers.Layer):
     def inference_logits(self, positions):
         """The fixed initial logits `[batch, length, num_interests]` used at inference.
 
+        Rows of the stored `inference_table` (a non-trainable weight); positions past the
+        table (only padded slots reach them) read its last row.
+
         Args:
           positions: int tensor `[batch, length]`. Rank of each behaviour among the valid ones.
         """
         if self.initial_logits == "zeros":
             return tf.zeros(tf.concat([tf.shape(positions), [self.num_interests]], 0))
-        size = tf.maximum(tf.reduce_max(positions) + 1, 1)
-        table = tf.random.stateless_normal(tf.stack([size, self.num_interests]),
-                                           seed=[self.seed, 7], stddev=self.logit_stddev)
-        return tf.gather(table, positions)
+        positions = tf.minimum(positions, self.max_length - 1)
+        return tf.gather(self.inference_table, positions)
 
-    def call(self, inputs, mask=None, training=None):
+    def _route(self, inputs, mask, training):
+        """Routing; returns `(capsules, interest_mask, initial_weights, final_weights, valid)`.
+
+        The weights are the coupling coefficients `w_ij` `[batch, length, num_interests]` of
+        the first and of the last iteration, in compacted slot order (0 on padding and on
+        inactive interests); `valid` `[batch, length]` marks the valid slots.
+        """
         inputs = tf.convert_to_tensor(inputs)
         if inputs.shape.rank != 3:
             raise ValueError(
                 f"CapsuleRouting expects behaviours [batch, length, dim], got shape {inputs.shape}.")
         if not inputs.dtype.is_floating:
             raise TypeError(f"CapsuleRouting expects float behaviours, got {inputs.dtype}.")
+        if not self.built:
+            self.build(inputs.shape)
         batch, length = tf.shape(inputs)[0], tf.shape(inputs)[1]
         if mask is None:
             mask = tf.ones([batch, length], tf.bool)
         mask = tf.cast(mask, tf.bool)
+        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+        checks = []
+        if self.max_length is not None:
+            checks.append(tf.debugging.assert_less_equal(
+                lengths, tf.constant(self.max_length, tf.int32),
+                message=f"CapsuleRouting: a history has more valid behaviours than "
+                        f"max_length={self.max_length}; feed at most max_length items."))
+        with tf.control_dependencies(checks):
+            inputs = tf.identity(inputs)
         # Compact: valid behaviours first, oldest or most recent first (a stable sort), so that
         # the slot of a valid behaviour is its position. Routing sums over behaviours, so the
         # permutation changes nothing else.
@@ -249,7 +347,6 @@ class CapsuleRouting(tf.keras.layers.Layer):
         e_hat = self._predictions(inputs)
         e_hat_fixed = tf.stop_gradient(e_hat)
         if self.dynamic_interests:
-            lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
             counts = interest_count(lengths, self.num_interests)
             interest_mask = tf.sequence_mask(counts, self.num_interests)
         else:
@@ -265,15 +362,38 @@ class CapsuleRouting(tf.keras.layers.Layer):
         # With a shared map, e_hat_j|i = S e_i is the same for every interest j.
         hat = "blu" if self.transform == "shared" else "blku"
         exclude = tf.logical_not(interest_mask)[:, None, :]
+        initial_weights = None
         for iteration in range(self.iterations):
             weights = tf.nn.softmax(tf.where(exclude, -1e9, logits), axis=-1)
             weights = tf.where(exclude, 0.0, weights) * valid[:, :, None]
+            if initial_weights is None:
+                initial_weights = weights
             if iteration < self.iterations - 1:
                 capsules = squash(tf.einsum(f"blk,{hat}->bku", weights, e_hat_fixed))
                 logits = logits + tf.einsum(f"bku,{hat}->blk", capsules, e_hat_fixed)
             else:
                 capsules = squash(tf.einsum(f"blk,{hat}->bku", weights, e_hat))
+        return capsules, interest_mask, initial_weights, weights, mask
+
+    def call(self, inputs, mask=None, training=None):
+        capsules, interest_mask, _, _, _ = self._route(inputs, mask, training)
         return capsules, interest_mask
+
+    def coupling(self, inputs, mask=None, training=False):
+        """Coupling coefficients before and after routing (inference logits by default).
+
+        Args:
+          inputs, mask: as for `call`.
+          training: bool. False: the fixed inference logits; True: a fresh random draw.
+
+        Returns:
+          `(initial [batch, length, K], final [batch, length, K], valid [batch, length] bool,
+          interest_mask [batch, K] bool)`: `w_ij` of the first and of the last routing
+          iteration (the last one weighs the output capsules), behaviours in compacted slot
+          order (valid ones first), 0 on padding and on inactive interests.
+        """
+        _, interest_mask, initial, final, valid = self._route(inputs, mask, training)
+        return initial, final, valid, interest_mask
 
     def compute_mask(self, inputs, mask=None):
         return None

@@ -30,8 +30,12 @@ class SelfAttentiveReadout(tf.keras.layers.Layer):
       kernel_initializer: initializer of `W1` and `W2`.
 
     Call args:
-      inputs: float tensor `[batch, length, dim]`. Item (+ position) embeddings.
+      inputs: float tensor `[batch, length, dim]`. The sequence the attention reads (item +
+        position embeddings in ComiRec-SA).
       mask: bool tensor `[batch, length]`. True at valid positions.
+      values: optional float tensor `[batch, length, dim_v]` read out with the attention
+        weights instead of `inputs` (`V = A^T values`; ComiRec's code reads the item
+        embeddings without positions).
 
     Returns:
       `[batch, num_interests, dim]` interest vectors.
@@ -87,9 +91,10 @@ class SelfAttentiveReadout(tf.keras.layers.Layer):
         weights = tf.nn.softmax(tf.where(valid, scores, -1e9), axis=1)
         return tf.where(valid, weights, 0.0)
 
-    def call(self, inputs, mask=None):
+    def call(self, inputs, mask=None, values=None):
         weights = self.attention(inputs, mask)
-        return tf.einsum("blk,bld->bkd", weights, inputs)
+        values = inputs if values is None else tf.convert_to_tensor(values, inputs.dtype)
+        return tf.einsum("blk,bld->bkd", weights, values)
 
     def compute_mask(self, inputs, mask=None):
         return None

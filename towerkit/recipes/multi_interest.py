@@ -31,66 +31,23 @@ import tensorflow as tf
 
 from towerkit.data.sequential_protocol import SequentialProtocol
 from towerkit.index.controllable_aggregation import ControllableAggregation
+from towerkit.layers.capsule_routing import CapsuleRouting, coupling_statistics
 from towerkit.layers.label_aware_attention import LabelAwareAttention
 from towerkit.layers.profile_embedding import ProfileEmbedding
 from towerkit.recipes.base import register_recipe
+from towerkit.recipes.best_epoch import BestEpoch
 from towerkit.recipes.sequential import (TOP_N, SequentialRecipe, SequentialRetrievalModel,
                                          _dump, _metrics)
 from towerkit.tasks.sampled_softmax import SampledSoftmax
+from towerkit.towers.comirec_dr import DEFAULT_STDDEV as DR_DEFAULT_STDDEV
 from towerkit.towers.comirec_dr import ComiRecDR
-from towerkit.towers.comirec_sa import ComiRecSA
+from towerkit.towers.comirec_sa import READOUT_SOURCES, ComiRecSA
+from towerkit.towers.mind import DEFAULT_STDDEV as MIND_DEFAULT_STDDEV
 from towerkit.towers.mind import MIND
 
 __all__ = ["MultiInterestRecipe", "MultiInterestRetrievalModel", "MINDRecipe",
            "ComiRecDRRecipe", "ComiRecSARecipe", "BestEpoch", "interest_diagnostics",
-           "list_diversity"]
-
-
-class BestEpoch(tf.keras.callbacks.Callback):
-    """Early stopping on a validation score that keeps the best epoch's weights.
-
-    After each epoch `score()` (higher is better, e.g. recall@50 of the valid users) is
-    computed; the weights of the best epoch so far are kept in memory. Training stops once
-    `patience` epochs in a row have not improved on the best, and the best weights are restored
-    when training ends (also when it ran all its epochs). Ties keep the earlier epoch.
-
-    Args:
-      score: callable `() -> float`, evaluated on `self.model` as it stands.
-      patience: int >= 1. Epochs without improvement before stopping.
-
-    Attributes:
-      best_epoch: int. 1-based epoch whose weights were restored (0 before training).
-      best_score: float. Its score.
-      scores: list of float. The score after each epoch.
-    """
-
-    def __init__(self, score: Callable[[], float], patience: int):
-        super().__init__()
-        if not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be a positive int, got {patience!r}.")
-        self.score = score
-        self.patience = patience
-        self.best_epoch, self.best_score, self.scores = 0, float("-inf"), []
-        self._best_weights = None
-
-    def on_train_begin(self, logs=None):
-        self.best_epoch, self.best_score, self.scores = 0, float("-inf"), []
-        self._best_weights = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = float(self.score())
-        self.scores.append(value)
-        if logs is not None:
-            logs["valid_score"] = value
-        if value > self.best_score:
-            self.best_epoch, self.best_score = epoch + 1, value
-            self._best_weights = self.model.get_weights()
-        elif epoch + 1 - self.best_epoch >= self.patience:
-            self.model.stop_training = True
-
-    def on_train_end(self, logs=None):
-        if self._best_weights is not None:
-            self.model.set_weights(self._best_weights)
+           "list_diversity"]  # BestEpoch: re-exported from towerkit.recipes.best_epoch
 
 
 class MultiInterestRetrievalModel(SequentialRetrievalModel):
@@ -98,14 +55,7 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
 
     `query` returns the interests `[batch, num_interests, dim]` (retrieval); `compute_loss`
     reads one vector per target with `query_tower.training_vector` and feeds it to the task.
-    `fit_callbacks` (empty by default) are added to every `fit` call: the recipe puts
-    its early stopping there.
     """
-
-    fit_callbacks: tuple = ()
-
-    def fit(self, *args, callbacks=None, **kwargs):
-        return super().fit(*args, callbacks=[*(callbacks or []), *self.fit_callbacks], **kwargs)
 
     def compute_loss(self, features, training: bool = False) -> tf.Tensor:
         table = self.candidates()
@@ -146,9 +96,21 @@ def interest_diagnostics(tower, histories, targets: Optional[np.ndarray] = None,
       dict: `interest_mean_pairwise_cosine` (mean over users with >= 2 active interests of the
       mean cosine between their active interests), `interest_active_mean`, and with targets
       `interest_share_k` for each interest k (shares sum to 1) and `interest_share_max`.
+      Towers with dynamic routing (`tower.routing`, a `CapsuleRouting`: MIND, ComiRec-DR) add
+      `routing_coupling_shift`, the mean over the valid behaviours (of users with >= 2 active
+      interests) of the total-variation distance between the coupling coefficients before
+      and after routing (0 = routing moved nothing), and `routing_coupling_max_excess`, the
+      mean of `max_j w_ij - 1/K'` (0 = uniform coupling); see `coupling_statistics`.
     """
     cosines, active_counts = [], []
+    routing = getattr(tower, "routing", None)
+    coupling = {"shift_sum": 0.0, "max_excess_sum": 0.0, "count": 0}
     for _, batch in _batches(histories, batch_size):
+        if isinstance(routing, CapsuleRouting):
+            embeddings, history_mask = tower.embed_history(batch, training=False)
+            stats = coupling_statistics(*(t.numpy() for t in routing.coupling(
+                embeddings, mask=history_mask, training=False)))
+            coupling = {k: coupling[k] + stats[k] for k in coupling}
         v, mask = tower.interests(batch, training=False)
         v, mask = v.numpy(), mask.numpy()
         unit = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
@@ -162,6 +124,10 @@ def interest_diagnostics(tower, histories, targets: Optional[np.ndarray] = None,
     cosines = np.concatenate(cosines)
     out = {"interest_mean_pairwise_cosine": float(cosines.mean()) if len(cosines) else float("nan"),
            "interest_active_mean": float(np.concatenate(active_counts).mean())}
+    if isinstance(routing, CapsuleRouting):
+        n = max(coupling["count"], 1)
+        out["routing_coupling_shift"] = coupling["shift_sum"] / n
+        out["routing_coupling_max_excess"] = coupling["max_excess_sum"] / n
     if targets is not None:
         counts = np.zeros(tower.num_interests, np.int64)
         for start, batch in _batches(target_histories, batch_size):
@@ -201,20 +167,18 @@ class MultiInterestRecipe(SequentialRecipe):
     on for `comirec_dr`),
     `--aggregation-diversity` (lambda of the controllable aggregation used by `evaluate`,
     default 0 = plain max-merge), `--no-l2-normalize` (cosine scores with `--temperature 0.1`
-    are the default here), `--dropout` (on the history embeddings, default 0),
-    `--early-stopping N` (`--epochs` becomes a maximum: stop after N epochs without a better
-    valid recall@50 and keep the best epoch's weights; 0 = off), and the model's own flags.
+    are the default here), `--dropout` (on the history embeddings, default 0), and the
+    model's own flags. `--early-stopping` is common to every sequence recipe
+    (`SequentialRecipe`).
 
     Defaults: at most 15 epochs with `--early-stopping 3`. On the valid users the recall of all
     three models plateaus after 2-4 epochs and then wanders by +-0.02 from epoch to epoch while
     the training loss keeps falling, so a fixed epoch count is a guess; stopping on the valid
     users and keeping the best epoch (as ComiRec's authors do) removes it
-    (benchmarks/sequential/MULTI_INTEREST_RESULTS.md). Params without `early_stopping` (run
-    configs written before the flag existed, hand-built params) train without it.
+    (benchmarks/sequential/MULTI_INTEREST_RESULTS.md).
     """
 
     default_epochs = 15
-    early_stopping: Optional[BestEpoch] = None  # set by `build_model` when enabled
 
     @classmethod
     def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -233,10 +197,6 @@ class MultiInterestRecipe(SequentialRecipe):
                             help="lambda of ComiRec's controllable aggregation in evaluate")
         parser.add_argument("--dropout", type=float, default=0.0,
                             help="dropout rate on the history embeddings in training")
-        parser.add_argument("--early-stopping", type=int, default=3, metavar="PATIENCE",
-                            help="stop after PATIENCE epochs without a better valid recall@50 "
-                                 "and keep the best epoch's weights (0 = off; default "
-                                 "%(default)s, --epochs is then a maximum)")
         cls.add_model_arguments(parser)
 
     @classmethod
@@ -253,28 +213,7 @@ class MultiInterestRecipe(SequentialRecipe):
         model = MultiInterestRetrievalModel(tower, items, self.build_task(params, protocol),
                                             l2_normalize=bool(params["l2_normalize"]))
         model.query({k: tf.constant(v[:2]) for k, v in protocol.split("valid").features.items()})
-        patience = int(params.get("early_stopping", 0))
-        if patience < 0:
-            raise ValueError(f"--early-stopping must be >= 0 (0 = off), got {patience}.")
-        if patience > 0:
-            self.early_stopping = BestEpoch(
-                lambda: _metrics(protocol, "valid", self.top_n(model, protocol, "valid"))[
-                    f"recall@{TOP_N}"], patience)
-            model.fit_callbacks = [self.early_stopping]
         return model
-
-    def train(self, config: dict, run_dir) -> dict:
-        """`SequentialRecipe.train`; with `--early-stopping` the metrics add `best_epoch` and
-        `valid_recall@50_per_epoch` (`train_seconds` then includes the per-epoch valid scoring).
-        """
-        self.early_stopping = None
-        metrics = super().train(config, run_dir)
-        if self.early_stopping is not None:
-            metrics["best_epoch"] = self.early_stopping.best_epoch
-            metrics[f"valid_recall@{TOP_N}_per_epoch"] = self.early_stopping.scores
-            (pathlib.Path(run_dir) / "metrics.json").write_text(
-                json.dumps(metrics, indent=2, sort_keys=True))
-        return metrics
 
     def _aggregation(self, protocol: SequentialProtocol, diversity: float):
         genres = protocol.sequences.item_genres
@@ -323,6 +262,20 @@ class MultiInterestRecipe(SequentialRecipe):
         return items.astype(np.int64)
 
 
+# Defaults of --routing-init-stddev: the towers' defaults (chosen on the valid users).
+MIND_ROUTING_STDDEV = MIND_DEFAULT_STDDEV
+DR_ROUTING_STDDEV = DR_DEFAULT_STDDEV
+
+
+def _routing_initializer(params: dict):
+    """`--routing-init-stddev`: `RandomNormal(stddev)` for the routing transform, or Glorot
+    normal for 0 (the default of run configs written before the flag)."""
+    stddev = float(params.get("routing_init_stddev", 0.0))
+    if stddev < 0:
+        raise ValueError(f"--routing-init-stddev must be >= 0, got {stddev}.")
+    return tf.keras.initializers.RandomNormal(stddev=stddev) if stddev > 0 else "glorot_normal"
+
+
 def _readout(params: dict, hard: bool = False) -> LabelAwareAttention:
     """MIND's label-aware attention (`--pow-p`) or, with `hard`, ComiRec's argmax readout."""
     cosine = bool(params.get("cosine_readout", False))
@@ -354,6 +307,12 @@ class MINDRecipe(MultiInterestRecipe):
                             help="train with the argmax interest (p -> inf)")
         parser.add_argument("--routing-iterations", type=int, default=3)
         parser.add_argument("--logit-stddev", type=float, default=1.0)
+        # Chosen on the valid users (benchmarks/sequential/RESULTS.md, routing section): with
+        # Glorot's S (stddev 0.125 for 64 x 64) routing barely moved the coupling; DeepMatch's
+        # N(0, 1) separated the interests but cost valid recall; 0.3 moves it and holds.
+        parser.add_argument("--routing-init-stddev", type=float, default=MIND_ROUTING_STDDEV,
+                            help="draw the bilinear map S from N(0, stddev^2) (DeepMatch's "
+                                 "MIND: 1.0); 0 = Glorot normal (default %(default)s)")
         parser.add_argument("--weight-decay", type=float, default=0.0,
                             help="L2 penalty on the shared bilinear map S")
         # Default (None): the paper's profile input whenever the dataset has one (movielens
@@ -386,6 +345,8 @@ class MINDRecipe(MultiInterestRecipe):
                     logit_stddev=float(params.get("logit_stddev", 1.0)),
                     weight_decay=float(params.get("weight_decay", 0.0)),
                     dropout=float(params.get("dropout", 0.0)),
+                    max_length=protocol.max_history,
+                    kernel_initializer=_routing_initializer(params),
                     readout=_readout(params), seed=0)
 
 
@@ -411,9 +372,12 @@ class ComiRecDRRecipe(MultiInterestRecipe):
         parser.add_argument("--routing-iterations", type=int, default=3)
         parser.add_argument("--weight-decay", type=float, default=0.0,
                             help="L2 penalty on the per-(position, interest) transforms W")
-        parser.add_argument("--routing-init-stddev", type=float, default=0.0,
+        # Chosen on the valid users (benchmarks/sequential/RESULTS.md, routing section): Glorot
+        # over the whole [positions, K, d, d] tensor (stddev 0.014) left the coupling at 1/K.
+        parser.add_argument("--routing-init-stddev", type=float, default=DR_ROUTING_STDDEV,
                             help="draw W from N(0, stddev^2) (the authors' code: 1.0); "
-                                 "0 = Glorot normal over the whole W tensor")
+                                 "0 = Glorot normal over the whole W tensor "
+                                 "(default %(default)s)")
         parser.add_argument("--position-order", choices=("oldest_first", "recent_first"),
                             default="recent_first",
                             help="which end of the history W_0j transforms "
@@ -422,15 +386,11 @@ class ComiRecDRRecipe(MultiInterestRecipe):
     def build_query_tower(self, params, protocol, item_embedding):
         # Params without `position_order` / `cosine_readout` (runs trained before the flags
         # existed) rebuild the model they trained: oldest first, dot-product readout.
-        stddev = float(params.get("routing_init_stddev", 0.0))
-        if stddev < 0:
-            raise ValueError(f"--routing-init-stddev must be >= 0, got {stddev}.")
         return ComiRecDR(item_embedding, num_interests=int(params.get("num_interests", 4)),
                          max_length=protocol.max_history,
                          routing_iterations=int(params.get("routing_iterations", 3)),
                          position_order=str(params.get("position_order", "oldest_first")),
-                         kernel_initializer=(tf.keras.initializers.RandomNormal(stddev=stddev)
-                                             if stddev > 0 else "glorot_normal"),
+                         kernel_initializer=_routing_initializer(params),
                          weight_decay=float(params.get("weight_decay", 0.0)),
                          dropout=float(params.get("dropout", 0.0)),
                          readout=_readout(params, hard=True))
@@ -438,7 +398,12 @@ class ComiRecDRRecipe(MultiInterestRecipe):
 
 @register_recipe
 class ComiRecSARecipe(MultiInterestRecipe):
-    """`comirec_sa`: ComiRec-SA (Cen et al., KDD 2020), argmax readout in training."""
+    """`comirec_sa`: ComiRec-SA (Cen et al., KDD 2020), argmax readout in training.
+
+    `--readout-source items` (default): interests are read out of the item embeddings, the
+    positions only enter the attention (the authors' code); `items_and_positions` is the form
+    benchmarked before the flag existed.
+    """
 
     name = "comirec_sa"
 
@@ -446,10 +411,18 @@ class ComiRecSARecipe(MultiInterestRecipe):
     def add_model_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--attention-units", type=int, default=None,
                             help="width of W1 (default 4 * embedding dim)")
+        parser.add_argument("--readout-source", choices=READOUT_SOURCES, default="items",
+                            help="read the interests out of the item embeddings (the authors' "
+                                 "code; positions only enter the attention) or out of item + "
+                                 "position embeddings (default %(default)s)")
 
     def build_query_tower(self, params, protocol, item_embedding):
+        # Params without `readout_source` (runs trained before the flag) rebuild the model
+        # they trained: item + position embeddings.
         return ComiRecSA(item_embedding, num_interests=int(params.get("num_interests", 4)),
                          max_length=protocol.max_history,
                          hidden_units=params.get("attention_units"),
+                         readout_source=str(params.get("readout_source",
+                                                       "items_and_positions")),
                          dropout=float(params.get("dropout", 0.0)),
                          readout=_readout(params, hard=True))

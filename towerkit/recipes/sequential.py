@@ -33,6 +33,10 @@ index, so unknown or filtered-out movies are ignored like padding. Items beyond
 values are inputs as well: `user_age` (TFDS `bucketized_user_age`), `user_gender` (0/1) and
 `user_occupation` (TFDS `user_occupation_label`), int64 `[batch]`; unknown values count as
 missing, so a client without a user's profile sends -1 (or any value outside the vocabulary).
+`youtube_dnn` with the query-time example age (`--query-age last_history`, its default) also
+takes `query_timestamp`, int64 `[batch]`: Unix seconds of the query (the time of the user's
+last history item, as the evaluation feeds it); 0 (or any value <= 0) means "unknown" and gives
+example age 0, the end of the training window.
 
 A run directory holds `run.json`, `weights/` (a TF checkpoint of the query tower and the
 candidate table), `catalogue.npz` (item ids and titles) and `metrics.json`.
@@ -54,6 +58,7 @@ import tensorflow_recommenders as tfrs
 from towerkit.data.sequential_protocol import SequentialProtocol
 from towerkit.evaluation import evaluate_topn, popularity_topn, top_n_items
 from towerkit.recipes.base import IndexInputs, Recipe, register_recipe, write_run_config
+from towerkit.recipes.best_epoch import BestEpoch
 from towerkit.tasks.retrieval import Retrieval
 from towerkit.tasks.sampled_softmax import SampledSoftmax
 from towerkit.towers.gru import GRUTower
@@ -63,6 +68,9 @@ __all__ = ["SequentialRecipe", "SequentialRetrievalModel", "ServingQueryModel",
            "YouTubeDNNRecipe", "GRURecipe", "PopularityRecipe", "TOP_N", "load_protocol"]
 
 TOP_N = 50
+QUERY_AGES = ("last_history", "zero")
+# Chosen on the valid users (benchmarks/sequential/RESULTS.md).
+YOUTUBE_DNN_OUTPUT_DEFAULT = "linear"
 METRIC_NS = (20, 50)
 LOSSES = ("full", "sampled", "inbatch")
 
@@ -99,6 +107,19 @@ def _metrics(protocol: SequentialProtocol, split: str, topn: np.ndarray) -> dict
     return metrics
 
 
+def _legacy_routing_checkpoint(model, path: str) -> bool:
+    """Whether `path` is a checkpoint written before `CapsuleRouting` stored its inference
+    logits: it has no `inference_logits` value, and holds every other variable of the model
+    (the tables are the only model variables left unmatched)."""
+    keys = [k for k, _ in tf.train.list_variables(path) if k.endswith("VARIABLE_VALUE")]
+    if any("inference_logits" in k for k in keys):
+        return False
+    variables = {id(v): v for v in [*model.query_tower.variables,
+                                    *model.candidate_embedding.variables]}.values()
+    tables = [v for v in variables if v.name.split("/")[-1].startswith("inference_logits")]
+    return bool(tables) and len(keys) == len(variables) - len(tables)
+
+
 class SequentialRetrievalModel(tfrs.Model):
     """A query tower over behaviour features scored against an item embedding table.
 
@@ -113,11 +134,22 @@ class SequentialRetrievalModel(tfrs.Model):
         genres. Each adds the feature `history_<name>` `[batch, max_history * m]`, the
         attributes of the history items, derived inside the model (so serving needs only the
         history).
+      example_age_scale: `(t_max, span)` or None. With it, a `query_timestamp` feature (int64
+        Unix seconds, `[batch]`) becomes the query's `example_age = (t_max - t) / span`, the
+        training examples' scale (`SequentialProtocol.example_age_scale`); a timestamp <= 0
+        means "unknown" and gives age 0 (the end of the training window). Ages of queries
+        after `t_max` are negative (the feature is extrapolated, not clipped). Features
+        without `query_timestamp` (training examples) keep their `example_age`.
     """
 
     def __init__(self, query_tower, candidate_embedding, task, l2_normalize: bool = False,
-                 item_attributes: Optional[dict] = None):
+                 item_attributes: Optional[dict] = None,
+                 example_age_scale: Optional[tuple] = None):
         super().__init__()
+        self.example_age_scale = (None if example_age_scale is None else
+                                  (int(example_age_scale[0]), int(example_age_scale[1])))
+        if self.example_age_scale is not None and self.example_age_scale[1] < 1:
+            raise ValueError(f"example_age_scale span must be >= 1 s, got {example_age_scale}.")
         self.query_tower = query_tower
         self.candidate_embedding = candidate_embedding
         self.task = task
@@ -126,6 +158,13 @@ class SequentialRetrievalModel(tfrs.Model):
                                  for name, table in (item_attributes or {}).items()}
 
     def query(self, features, training: bool = False) -> tf.Tensor:
+        if self.example_age_scale is not None and "query_timestamp" in features:
+            features = dict(features)
+            t_max, span = self.example_age_scale
+            stamp = tf.cast(tf.reshape(features["query_timestamp"], [-1]), tf.int64)
+            # int64 difference first: float32 cannot hold Unix seconds to the second.
+            age = tf.cast(t_max - stamp, tf.float32) / float(span)
+            features["example_age"] = tf.where(stamp > 0, age, 0.0)
         if self._item_attributes:
             features = dict(features)
             history = tf.cast(features["history"], tf.int64)
@@ -192,6 +231,9 @@ class ServingQueryModel(tf.keras.Model):
                                               tf.int32)}
         for name, lookup in self.user_lookups.items():
             features[name] = lookup(tf.cast(inputs[name], tf.int64))
+        if "query_timestamp" in inputs:
+            features["query_timestamp"] = tf.cast(tf.reshape(inputs["query_timestamp"], [-1]),
+                                                  tf.int64)
         return self.model.query(features, training=False)
 
 
@@ -200,10 +242,19 @@ class SequentialRecipe(Recipe):
 
     Common flags: `--embedding-dim`, `--max-history`, `--batch-size`, `--learning-rate`,
     `--loss {full,sampled,inbatch}`, `--num-negatives`, `--temperature`, `--l2-normalize`,
-    `--separate-candidate-embeddings`. Subclasses add theirs in `add_tower_arguments`.
+    `--separate-candidate-embeddings`, `--early-stopping PATIENCE`. Subclasses add theirs in
+    `add_tower_arguments`.
+
+    Early stopping (every trainable sequence recipe, `BestEpoch`): after each epoch the valid
+    users' recall@50 is computed; training stops `PATIENCE` (default 3) epochs after the best
+    one, at most `--epochs` (default: the recipe's `default_epochs`, a cap), and the best
+    epoch's weights are kept. Epoch counts fixed on one dataset do not transfer to another
+    (a larger catalogue, fewer users); the valid users decide instead. Params without
+    `early_stopping` (hand-built ones, run configs written before the flag) get the same
+    default; `"early_stopping": 0` trains the fixed `epochs`.
     """
 
-    default_epochs = 10
+    default_epochs = 30
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -221,6 +272,10 @@ class SequentialRecipe(Recipe):
                             help="cosine scores (use with --temperature ~0.05-0.2)")
         parser.add_argument("--separate-candidate-embeddings", action="store_true",
                             help="a candidate table separate from the history item table")
+        parser.add_argument("--early-stopping", type=int, default=3, metavar="PATIENCE",
+                            help="stop after PATIENCE epochs without a better valid recall@50 "
+                                 "and keep the best epoch's weights (0 = off; default "
+                                 "%(default)s, --epochs is then a maximum)")
         cls.add_tower_arguments(parser)
 
     @classmethod
@@ -240,7 +295,7 @@ class SequentialRecipe(Recipe):
         params = {"embedding_dim": 64, "max_history": 20, "batch_size": 256,
                   "learning_rate": 1e-3, "loss": "full", "num_negatives": 500,
                   "temperature": 1.0, "l2_normalize": False,
-                  "separate_candidate_embeddings": False}
+                  "separate_candidate_embeddings": False, "early_stopping": 3}
         params.update(config.get("params") or {})
         if params["loss"] not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {params['loss']!r}.")
@@ -273,9 +328,25 @@ class SequentialRecipe(Recipe):
             attributes["genres"] = protocol.sequences.item_genres
         model = SequentialRetrievalModel(tower, candidates, self.build_task(params, protocol),
                                          l2_normalize=bool(params["l2_normalize"]),
-                                         item_attributes=attributes)
+                                         item_attributes=attributes,
+                                         example_age_scale=self.query_age_scale(params, protocol))
         model.query({k: tf.constant(v[:2]) for k, v in protocol.split("valid").features.items()})
         return model
+
+    def query_age_scale(self, params: dict, protocol: SequentialProtocol) -> Optional[tuple]:
+        """`example_age_scale` of the model (None: queries keep `example_age` 0)."""
+        return None
+
+    def early_stopping(self, params: dict, model, protocol: SequentialProtocol):
+        """The `BestEpoch` callback of `--early-stopping` (None when off)."""
+        patience = int(params.get("early_stopping", 0))
+        if patience < 0:
+            raise ValueError(f"--early-stopping must be >= 0 (0 = off), got {patience}.")
+        if patience == 0:
+            return None
+        return BestEpoch(lambda: _metrics(protocol, "valid", self.top_n(model, protocol,
+                                                                        "valid"))[
+            f"recall@{TOP_N}"], patience)
 
     def _checkpoint(self, model: SequentialRetrievalModel) -> tf.train.Checkpoint:
         return tf.train.Checkpoint(query_tower=model.query_tower,
@@ -300,8 +371,10 @@ class SequentialRecipe(Recipe):
         model.compile(optimizer=tf.keras.optimizers.Adam(params["learning_rate"]),
                       steps_per_execution=32)
         data = protocol.train_dataset(int(params["batch_size"]), seed=int(config["seed"]))
+        stopper = self.early_stopping(params, model, protocol)
         start = time.perf_counter()
-        history = model.fit(data, epochs=int(config["epochs"]), verbose=0)
+        history = model.fit(data, epochs=int(config["epochs"]), verbose=0,
+                            callbacks=[stopper] if stopper is not None else None)
         train_seconds = time.perf_counter() - start
         write_run_config(run_dir, config)
         self._checkpoint(model).write(str(run_dir / "weights" / "ckpt"))
@@ -313,6 +386,11 @@ class SequentialRecipe(Recipe):
                    _metrics(protocol, "valid", self.top_n(model, protocol, "valid")).items()}
         metrics["train_seconds"] = train_seconds
         metrics["final_loss"] = float(history.history["loss"][-1])
+        if stopper is not None:
+            # `train_seconds` then includes the per-epoch valid scoring.
+            metrics["best_epoch"] = stopper.best_epoch
+            metrics["epochs_run"] = len(stopper.scores)
+            metrics[f"valid_recall@{TOP_N}_per_epoch"] = stopper.scores
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return metrics
 
@@ -327,7 +405,15 @@ class SequentialRecipe(Recipe):
         path = tf.train.latest_checkpoint(str(pathlib.Path(run_dir) / "weights")) or str(
             pathlib.Path(run_dir) / "weights" / "ckpt")
         try:
-            self._checkpoint(model).read(path).assert_existing_objects_matched()
+            status = self._checkpoint(model).read(path)
+            try:
+                status.assert_existing_objects_matched()
+            except AssertionError:
+                if not _legacy_routing_checkpoint(model, path):
+                    raise
+                # Saved before MIND's inference routing logits were a weight: the table keeps
+                # its initial value, the draw those runs made in the graph (same routing).
+                status.expect_partial()
         except (tf.errors.NotFoundError, tf.errors.DataLossError, AssertionError, ValueError) as e:
             raise ValueError(f"Cannot restore the weights of run {run_dir} ({type(e).__name__}: "
                              f"{e}); retrain it with `towerkit train`.") from e
@@ -353,6 +439,10 @@ class SequentialRecipe(Recipe):
                      "history_length": tf.TensorSpec([None], tf.int32, name="history_length")}
         for name in vocabularies:
             signature[name] = tf.TensorSpec([None], tf.int64, name=name)
+        timed = model.example_age_scale is not None
+        if timed:
+            signature["query_timestamp"] = tf.TensorSpec([None], tf.int64,
+                                                         name="query_timestamp")
 
         def queries(split, rows: slice) -> dict:
             """Raw serving inputs of the held-out users `rows` of `split`."""
@@ -361,6 +451,8 @@ class SequentialRecipe(Recipe):
             for name, vocab in vocabularies.items():
                 # Raw TFDS values as int64 (age bucket, gender 0/1, occupation label).
                 out[name] = vocab[split.features[name][rows] - 1].astype(np.int64)
+            if timed:
+                out["query_timestamp"] = split.features["query_timestamp"][rows].astype(np.int64)
             return out
 
         sample = queries(protocol.split("test"), slice(0, 8))
@@ -377,7 +469,15 @@ class SequentialRecipe(Recipe):
 
 @register_recipe
 class YouTubeDNNRecipe(SequentialRecipe):
-    """`youtube_dnn`: masked-mean history + example age (+ optional profile) ReLU tower."""
+    """`youtube_dnn`: masked-mean history + example age (+ optional profile) ReLU tower.
+
+    The example age of a query (`--query-age`): `last_history` (default) feeds the age of the
+    user's last history item on the training scale (serving input `query_timestamp`; 0 =
+    unknown = age 0), `zero` feeds 0 (the end of the training window) for every query. Held-out
+    users' ground truth spans the whole time window, so "now" is the wrong time for them.
+    `--output-activation`: the top layer is linear by default, ReLU (the paper's figure) as an
+    option; both chosen on the valid users (benchmarks/sequential/RESULTS.md).
+    """
 
     name = "youtube_dnn"
 
@@ -387,6 +487,14 @@ class YouTubeDNNRecipe(SequentialRecipe):
                             help="comma-separated ReLU widths (default: %(default)s)")
         parser.add_argument("--dropout", type=float, default=0.0)
         parser.add_argument("--no-example-age", dest="example_age", action="store_false")
+        parser.add_argument("--query-age", choices=QUERY_AGES, default="last_history",
+                            help="example age of a query: from the time of the user's last "
+                                 "history item (serving input query_timestamp) or 0 "
+                                 "(default %(default)s)")
+        parser.add_argument("--output-activation", choices=("linear", "relu"),
+                            default=YOUTUBE_DNN_OUTPUT_DEFAULT,
+                            help="activation of the top layer (the paper draws ReLU; "
+                                 "default %(default)s)")
         parser.add_argument("--user-features", action="store_true",
                             help="add the user profile (age bucket, gender, occupation) as "
                                  "pooled side features; they become serving inputs")
@@ -403,10 +511,23 @@ class YouTubeDNNRecipe(SequentialRecipe):
         if params.get("genres") and protocol.sequences.item_genres is not None:
             side["history_genres"] = tf.keras.layers.Embedding(
                 int(protocol.sequences.item_genres.max()) + 1, 8, name="genre_embedding")
+        activation = str(params.get("output_activation", "linear"))
+        if activation not in ("linear", "relu"):
+            raise ValueError(f"--output-activation must be linear or relu, got {activation!r}.")
         return YouTubeDNN(item_embedding, hidden_units=units,
                           output_dim=int(params["embedding_dim"]), side_embeddings=side,
                           use_example_age=bool(params.get("example_age", True)),
-                          dropout=float(params.get("dropout", 0.0)))
+                          dropout=float(params.get("dropout", 0.0)),
+                          output_activation=None if activation == "linear" else "relu")
+
+    def query_age_scale(self, params, protocol):
+        # Params without `query_age` (runs trained before the flag) keep age 0 at query time.
+        query_age = str(params.get("query_age", "zero"))
+        if query_age not in QUERY_AGES:
+            raise ValueError(f"--query-age must be one of {QUERY_AGES}, got {query_age!r}.")
+        if query_age == "zero" or not params.get("example_age", True):
+            return None
+        return protocol.example_age_scale
 
 
 @register_recipe
@@ -414,7 +535,7 @@ class GRURecipe(SequentialRecipe):
     """`gru`: the TFRS sequential-retrieval tutorial's GRU over the history."""
 
     name = "gru"
-    default_epochs = 6
+    default_epochs = 20
 
     @classmethod
     def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,12 @@ class Retrieval(tfrs.tasks.Retrieval):
     average). `remove_accidental_hits` masks `j != i` where `c_j` has the same id as `c_i`;
     `num_hard_negatives` keeps only the highest-scoring negatives per row.
 
+    The `- log p` term is exact for every `p > 0`. TFRS's own correction
+    (`tfrs.layers.loss.SamplingProbablityCorrection`) clips `p` to `[1e-6, 1]` first, which
+    would under-correct items rarer than one in a million; towerkit therefore does not hand
+    `p` to TFRS but appends one column to the embeddings (`-temperature * log p(c_j)` to the
+    candidates, 1 to the queries), so the scores TFRS computes already carry the exact term.
+
     Example:
     ```python
     task = Retrieval(temperature=0.1, remove_accidental_hits=True,
@@ -138,10 +144,19 @@ class Retrieval(tfrs.tasks.Retrieval):
         if needs_ids and candidate_ids is None:
             raise ValueError("candidate_ids are required when the logQ correction or "
                              "remove_accidental_hits is enabled; pass candidate_ids=... .")
-        probability = (self.sampling_probability(candidate_ids)
-                       if self._sampling_table is not None else None)
-        loss = super().call(query_embeddings, candidate_embeddings, sample_weight=sample_weight,
-                            candidate_sampling_probability=probability,
+        queries, candidates = query_embeddings, candidate_embeddings
+        if self._sampling_table is not None:
+            # Exact logQ (TFRS would clip p at 1e-6): q' = [q, 1], c' = [c, -T log p(c)], so
+            # <q', c'> / T = <q, c> / T - log p(c) (max over heads: the term is per candidate).
+            queries = tf.convert_to_tensor(queries)
+            candidates = tf.convert_to_tensor(candidates, dtype=queries.dtype)
+            probability = self.sampling_probability(candidate_ids)
+            temperature = self._temperature if self._temperature is not None else 1.0
+            correction = -temperature * tf.math.log(tf.cast(probability, candidates.dtype))
+            candidates = tf.concat([candidates, correction[:, tf.newaxis]], axis=-1)
+            ones = tf.ones_like(queries[..., :1])
+            queries = tf.concat([queries, ones], axis=-1)
+        loss = super().call(queries, candidates, sample_weight=sample_weight,
                             candidate_ids=candidate_ids, compute_metrics=False,
                             compute_batch_metrics=compute_batch_metrics)
         if not compute_metrics or query_embeddings.shape.rank != 2:

@@ -46,7 +46,8 @@ class SampledSoftmax(tf.keras.layers.Layer):
       sample_weight: optional `[batch]` weights.
 
     Returns:
-      Scalar: the (weighted) mean loss over the batch.
+      Scalar: the mean loss over the batch; with `sample_weight`, the weighted mean
+      `sum_i w_i l_i / sum_i w_i` (0 when every weight is 0).
 
     References:
       Jean et al., "On Using Very Large Target Vocabulary for Neural Machine Translation",
@@ -132,7 +133,9 @@ class SampledSoftmax(tf.keras.layers.Layer):
             logits = tf.concat([positive[:, tf.newaxis], negative], axis=1)
             losses = tf.reduce_logsumexp(logits, axis=1) - positive
         if sample_weight is not None:
-            losses *= tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
+            weights = tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
+            return tf.math.divide_no_nan(tf.reduce_sum(losses * weights),
+                                         tf.reduce_sum(weights))
         return tf.reduce_mean(losses)
 
     def get_config(self) -> dict:

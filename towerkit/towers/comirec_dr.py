@@ -9,6 +9,8 @@ from towerkit.layers.multi_interest_tower import MultiInterestTower
 
 __all__ = ["ComiRecDR"]
 
+DEFAULT_STDDEV = 0.3  # of the routing transforms W (see `kernel_initializer`)
+
 
 @tf.keras.utils.register_keras_serializable(package="towerkit")
 class ComiRecDR(MultiInterestTower):
@@ -36,11 +38,14 @@ class ComiRecDR(MultiInterestTower):
       weight_decay: float. L2 penalty `weight_decay * sum(W^2)` on the routing transforms,
         added to the training loss (`self.losses`); 0 = none. The paper trains without it,
         but its `K * max_length` matrices overfit MovieLens 100k (see the recipe).
-      kernel_initializer: initializer of the transforms `W`. The default `"glorot_normal"`
-        computes its fans over the whole `[max_length, K, dim, dim]` tensor (stddev about
-        0.014 for 20 x 4 x 64 x 64); the authors' code draws `W` from
-        `tf.random_normal_initializer()` (stddev 1.0): pass
-        `tf.keras.initializers.RandomNormal(stddev=1.0)` for that.
+      kernel_initializer: initializer of the transforms `W`; None (default) =
+        `RandomNormal(stddev=0.3)`, chosen on the valid users. `"glorot_normal"` (the former
+        default) computes its fans over the whole `[max_length, K, dim, dim]` tensor (stddev
+        about 0.014 for 20 x 4 x 64 x 64): the agreements `u_j . W_ij e_i` are then ~1e-4 and
+        the coupling coefficients stay at 1/K (routing does nothing). The authors' code draws
+        `W` from `tf.random_normal_initializer()` (stddev 1.0): pass
+        `tf.keras.initializers.RandomNormal(stddev=1.0)` for that; on MovieLens 100K it
+        routes most but trains to a lower recall (benchmarks/sequential/RESULTS.md).
       position_order: str. `"oldest_first"` or `"recent_first"` (see above).
       readout: LabelAwareAttention or None (argmax of the dot product by default). With cosine
         scores pass `LabelAwareAttention(hard=True, cosine=True)`, as the `comirec_dr` recipe
@@ -64,13 +69,15 @@ class ComiRecDR(MultiInterestTower):
 
     def __init__(self, item_embedding, num_interests: int = 4, max_length: int = 20,
                  routing_iterations: int = 3, weight_decay: float = 0.0,
-                 kernel_initializer="glorot_normal", position_order: str = "oldest_first",
+                 kernel_initializer=None, position_order: str = "oldest_first",
                  readout=None, **kwargs):
         super().__init__(item_embedding, num_interests, readout=readout, **kwargs)
         self.max_length = max_length
         self.routing_iterations = routing_iterations
         self.weight_decay = float(weight_decay)
         self.position_order = position_order
+        if kernel_initializer is None:
+            kernel_initializer = tf.keras.initializers.RandomNormal(stddev=DEFAULT_STDDEV)
         self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
         self.routing = CapsuleRouting(num_interests, iterations=routing_iterations,
                                       transform="per_position", initial_logits="zeros",

@@ -9,17 +9,26 @@ import tensorflow as tf
 from towerkit.layers.multi_interest_tower import MultiInterestTower
 from towerkit.layers.self_attentive_readout import SelfAttentiveReadout
 
-__all__ = ["ComiRecSA"]
+__all__ = ["ComiRecSA", "READOUT_SOURCES"]
+
+READOUT_SOURCES = ("items", "items_and_positions")
 
 
 @tf.keras.utils.register_keras_serializable(package="towerkit")
 class ComiRecSA(MultiInterestTower):
-    """The ComiRec-SA query tower: item + trainable position embeddings, multi-head attention.
+    """The ComiRec-SA query tower: multi-head self-attention over the history.
 
     `H` is the history's item embeddings plus a trainable position embedding per slot;
-    `A = softmax(W2^T tanh(W1 H))` over the valid positions (padding gets weight 0) and the
-    interests are `V = H A` (`SelfAttentiveReadout`). Training picks, for each target, the
-    interest with the largest signed dot product (`argmax`, ComiRec Section 3.3).
+    `A = softmax(W2^T tanh(W1 H))` over the valid positions (padding gets weight 0)
+    (`SelfAttentiveReadout`). The interests are `V = E A`, with `E` the item embeddings alone
+    (`readout_source="items"`, the default: the authors' code adds the positions only where
+    the attention is computed, `interest_emb = matmul(item_att_w, item_list_emb)`), or
+    `V = H A` (`"items_and_positions"`: the paper's `V_u = H A` read with `H` including the
+    positions, towerkit's form before the option existed). Training picks, for each target,
+    the interest with the largest signed dot product (`argmax`, ComiRec Section 3.3).
+    Differences from the authors' code: `W1` and `W2` have no bias (the paper's equations;
+    the code's dense layers have biases), and positions are counted from the oldest valid
+    behaviour (the code's slot index, the same for right-padded histories).
 
     Positions are the rank among the valid behaviours (oldest fed item = 0), which is the slot
     index of towerkit's left-aligned, right-padded histories.
@@ -29,6 +38,8 @@ class ComiRecSA(MultiInterestTower):
       num_interests: int. K.
       max_length: int. Longest history fed (one position embedding per slot).
       hidden_units: int or None. Width of `W1` (default 4 * dim, as in the paper).
+      readout_source: str. `"items"` (default) or `"items_and_positions"`: what the attention
+        weights read the interests out of (see above).
       readout: LabelAwareAttention or None (argmax readout by default).
       dropout: float. Dropout rate on the history embeddings in training.
 
@@ -48,10 +59,15 @@ class ComiRecSA(MultiInterestTower):
     """
 
     def __init__(self, item_embedding, num_interests: int = 4, max_length: int = 20,
-                 hidden_units: Optional[int] = None, readout=None, **kwargs):
+                 hidden_units: Optional[int] = None, readout=None,
+                 readout_source: str = "items", **kwargs):
         super().__init__(item_embedding, num_interests, readout=readout, **kwargs)
         if not isinstance(max_length, int) or max_length < 1:
             raise ValueError(f"max_length must be a positive int, got {max_length!r}.")
+        if readout_source not in READOUT_SOURCES:
+            raise ValueError(f"readout_source must be one of {READOUT_SOURCES}, got "
+                             f"{readout_source!r}.")
+        self.readout_source = readout_source
         self.max_length = max_length
         self.hidden_units = hidden_units
         self.attention = SelfAttentiveReadout(num_interests, hidden_units=hidden_units,
@@ -69,26 +85,30 @@ class ComiRecSA(MultiInterestTower):
         super().build(input_shape)
 
     def _sequence(self, inputs, training=None):
-        """`(H [batch, length, dim], mask)`: item + position embeddings, 0 on padding."""
+        """`(H [batch, length, dim], E [batch, length, dim], mask)`: item + position
+        embeddings and item embeddings alone, 0 on padding."""
         if self.position_embedding is None:
             self.build(None)
         embeddings, mask = self.embed_history(inputs, training=training)
         positions = tf.maximum(tf.cumsum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
         positions = tf.minimum(positions, self.max_length - 1)
         valid = tf.cast(mask, embeddings.dtype)[:, :, None]
-        return embeddings + tf.gather(self.position_embedding, positions) * valid, mask
+        h = embeddings + tf.gather(self.position_embedding, positions) * valid
+        return h, embeddings, mask
 
     def interests(self, inputs, training=None):
-        h, mask = self._sequence(inputs, training=training)
-        interests = self.attention(h, mask=mask)
+        h, items, mask = self._sequence(inputs, training=training)
+        values = items if self.readout_source == "items" else h
+        interests = self.attention(h, mask=mask, values=values)
         return interests, tf.ones([tf.shape(interests)[0], self.num_interests], tf.bool)
 
     def attention_weights(self, inputs):
         """`A [batch, length, num_interests]` (0 on padding, columns sum to 1)."""
-        h, mask = self._sequence(inputs)
+        h, _, mask = self._sequence(inputs)
         return self.attention.attention(h, mask)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"max_length": self.max_length, "hidden_units": self.hidden_units})
+        config.update({"max_length": self.max_length, "hidden_units": self.hidden_units,
+                       "readout_source": self.readout_source})
         return config

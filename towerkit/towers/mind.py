@@ -12,6 +12,8 @@ from towerkit.layers.multi_interest_tower import MultiInterestTower, _deserializ
 
 __all__ = ["MIND"]
 
+DEFAULT_STDDEV = 0.3  # of the bilinear map S (see `kernel_initializer`)
+
 
 @tf.keras.utils.register_keras_serializable(package="towerkit")
 class MIND(MultiInterestTower):
@@ -21,8 +23,9 @@ class MIND(MultiInterestTower):
     2. `CapsuleRouting` with one shared bilinear map `S`, random routing logits and the dynamic
        interest count `K'_u = max(1, min(K, floor(log2 |I_u|)))` turns the valid behaviours into
        interest capsules (MIND Algorithm 1). Logits are drawn fresh per training call and are a
-       fixed draw at inference, so one history always retrieves the same items; no gradient
-       flows through the routing coefficients (see `CapsuleRouting`).
+       fixed table at inference (a non-trainable weight saved with the model), so one history
+       always retrieves the same items; no gradient flows through the routing coefficients
+       (see `CapsuleRouting`).
     3. Each capsule is concatenated with the user profile embedding (`profile_embedding`,
        optional) and passed through ReLU layers (`hidden_units`), then a final projection to the
        item dimension. The final projection is linear by default (`output_activation=None`) so
@@ -46,6 +49,14 @@ class MIND(MultiInterestTower):
         the training loss (`self.losses`); 0 = none.
       readout: LabelAwareAttention or None (built from `p` / `hard_readout` when None).
       dropout: float. Dropout rate on the history embeddings in training.
+      max_length: int or None. Longest history fed: rows of the stored inference routing
+        logits (a non-trainable weight saved with the model, see `CapsuleRouting`); default
+        the static history length at build time.
+      kernel_initializer: initializer of the bilinear map `S`; None (default) =
+        `RandomNormal(stddev=0.3)`, chosen on the valid users. DeepMatch's MIND draws `S`
+        from N(0, 1), which routes most but separates the interests at a recall cost on
+        MovieLens 100K; Glorot normal (the former default, stddev 0.125 for 64 x 64) leaves
+        the coupling near its random initial value (benchmarks/sequential/RESULTS.md).
 
     Call args:
       inputs: dict with `"history"` `[batch, length]` int item indices (0 = padding), plus what
@@ -70,7 +81,8 @@ class MIND(MultiInterestTower):
                  hidden_units: Sequence[int] = (256,), output_activation: Optional[str] = None,
                  routing_iterations: int = 3, logit_stddev: float = 1.0, p: float = 1.0,
                  hard_readout: bool = False, profile_embedding=None, seed: int = 0,
-                 weight_decay: float = 0.0, readout=None, **kwargs):
+                 weight_decay: float = 0.0, readout=None, max_length: Optional[int] = None,
+                 kernel_initializer=None, **kwargs):
         if readout is None:
             readout = LabelAwareAttention(p=p, hard=hard_readout)
         super().__init__(item_embedding, num_interests, readout=readout, **kwargs)
@@ -84,10 +96,16 @@ class MIND(MultiInterestTower):
         self.profile_embedding = profile_embedding
         self.seed = int(seed)
         self.weight_decay = float(weight_decay)
+        self.max_length = max_length
+        if kernel_initializer is None:
+            kernel_initializer = tf.keras.initializers.RandomNormal(stddev=DEFAULT_STDDEV)
+        self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
         self.routing = CapsuleRouting(num_interests, iterations=routing_iterations,
                                       transform="shared", initial_logits="random_normal",
                                       logit_stddev=logit_stddev, dynamic_interests=True,
-                                      seed=seed, kernel_regularizer=_l2(self.weight_decay),
+                                      max_length=max_length, seed=seed,
+                                      kernel_initializer=self.kernel_initializer,
+                                      kernel_regularizer=_l2(self.weight_decay),
                                       name="routing")
         self.hidden = [tf.keras.layers.Dense(u, activation="relu", name=f"hidden_{i}")
                        for i, u in enumerate(self.hidden_units)]
@@ -127,5 +145,7 @@ class MIND(MultiInterestTower):
             "profile_embedding": _serialize(self.profile_embedding),
             "seed": self.seed,
             "weight_decay": self.weight_decay,
+            "max_length": self.routing.max_length,
+            "kernel_initializer": tf.keras.initializers.serialize(self.kernel_initializer),
         })
         return config

@@ -31,12 +31,16 @@ class YouTubeDNN(tf.keras.layers.Layer):
       `inputs[name]`, an int tensor `[batch]` or `[batch, m]`, 0 = missing), e.g. user profile
       features or the genres of the watched items;
     * the "example age" (`inputs["example_age"]`, `[batch]` float): the age of the training
-      example, which lets the model learn the time dependence of popularity; it is 0 at serving
-      (and when absent from `inputs`).
+      example, which lets the model learn the time dependence of popularity. At query time
+      the caller feeds the age of the query (towerkit's sequential recipes derive it from the
+      time of the user's last history item); absent from `inputs` it is 0, the paper's
+      serving value ("the end of the training window").
 
-    The MLP has ReLU `hidden_units` and a linear output layer of `output_dim` units, the
-    dimension of the candidate embeddings (the item table, shared with `item_embedding` or
-    separate: the model decides).
+    The MLP has ReLU `hidden_units` and an output layer of `output_dim` units, the dimension of
+    the candidate embeddings (the item table, shared with `item_embedding` or separate: the
+    model decides). The output layer is linear by default (`output_activation=None`: user
+    vectors can score items with either sign); the paper's Figure 3 draws every layer, the
+    top one included, as ReLU: `output_activation="relu"`.
 
     Example:
     ```python
@@ -53,6 +57,7 @@ class YouTubeDNN(tf.keras.layers.Layer):
         feature, keyed by the input feature name.
       use_example_age: bool. Whether `example_age` enters the MLP.
       dropout: float. Dropout rate after each ReLU layer (training only).
+      output_activation: str or None. Activation of the output layer (None = linear).
 
     Call args:
       inputs: dict with `history` `[batch, max_history]` int (0 = padding) and, as configured,
@@ -69,7 +74,8 @@ class YouTubeDNN(tf.keras.layers.Layer):
     def __init__(self, item_embedding: tf.keras.layers.Embedding,
                  hidden_units: Sequence[int] = (128,), output_dim: int = 64,
                  side_embeddings: Optional[Mapping[str, tf.keras.layers.Embedding]] = None,
-                 use_example_age: bool = True, dropout: float = 0.0, **kwargs):
+                 use_example_age: bool = True, dropout: float = 0.0,
+                 output_activation: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(item_embedding, tf.keras.layers.Embedding):
             raise TypeError("item_embedding must be a tf.keras.layers.Embedding, got "
@@ -93,7 +99,9 @@ class YouTubeDNN(tf.keras.layers.Layer):
         self._hidden = [tf.keras.layers.Dense(u, activation="relu", name=f"relu_{i}")
                         for i, u in enumerate(self.hidden_units)]
         self._dropout = tf.keras.layers.Dropout(self.dropout) if self.dropout else None
-        self._output = tf.keras.layers.Dense(output_dim, name="user_vector")
+        self.output_activation = output_activation
+        self._output = tf.keras.layers.Dense(output_dim, activation=output_activation,
+                                             name="user_vector")
 
     def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         if not isinstance(inputs, Mapping) or "history" not in inputs:
@@ -114,7 +122,7 @@ class YouTubeDNN(tf.keras.layers.Layer):
             parts.append(masked_mean(table(ids), ids))
         if self.use_example_age:
             age = inputs.get("example_age")
-            if age is None:  # serving: the example is "now"
+            if age is None:  # no age given: the example is "now"
                 age = tf.zeros_like(history[:, 0], dtype=tf.float32)
             parts.append(tf.reshape(tf.cast(age, tf.float32), [-1, 1]))
         x = tf.concat(parts, axis=-1)
@@ -134,6 +142,7 @@ class YouTubeDNN(tf.keras.layers.Layer):
                                 for k, v in self.side_embeddings.items()},
             "use_example_age": self.use_example_age,
             "dropout": self.dropout,
+            "output_activation": self.output_activation,
         })
         return config
 
