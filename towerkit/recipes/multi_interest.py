@@ -92,20 +92,31 @@ class BestEpoch(tf.keras.callbacks.Callback):
         if self._best_weights is not None:
             self.model.set_weights(self._best_weights)
 
+    def get_state(self) -> dict:
+        """The state a resumed run needs (`towerkit.recipes.run_state.fit_resumable`)."""
+        state = {"best_epoch": self.best_epoch, "best_score": self.best_score,
+                 "scores": list(self.scores)}
+        if self._best_weights is not None:
+            state["array:best_weights"] = list(self._best_weights)
+        return state
+
+    def set_state(self, state: dict) -> None:
+        """Restores `get_state()` (instead of `on_train_begin`'s reset) on resume."""
+        self.best_epoch, self.best_score = int(state["best_epoch"]), float(state["best_score"])
+        self.scores = [float(s) for s in state["scores"]]
+        self._best_weights = state.get("array:best_weights")
+
 
 class MultiInterestRetrievalModel(SequentialRetrievalModel):
     """`SequentialRetrievalModel` trained through the tower's label-aware readout.
 
     `query` returns the interests `[batch, num_interests, dim]` (retrieval); `compute_loss`
     reads one vector per target with `query_tower.training_vector` and feeds it to the task.
-    `fit_callbacks` (empty by default) are added to every `fit` call: the recipe puts
-    its early stopping there.
+    `fit_callbacks` (empty by default) span the whole training: `run_state.fit_resumable`
+    adds them (checkpointing their `get_state()`); the recipe puts its early stopping there.
     """
 
     fit_callbacks: tuple = ()
-
-    def fit(self, *args, callbacks=None, **kwargs):
-        return super().fit(*args, callbacks=[*(callbacks or []), *self.fit_callbacks], **kwargs)
 
     def compute_loss(self, features, training: bool = False) -> tf.Tensor:
         table = self.candidates()
