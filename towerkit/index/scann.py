@@ -154,6 +154,15 @@ class ScaNN(Index):
                       + g["num_reordering_candidates"])
 
     def _search(self, queries: tf.Tensor, k):
+        # ScaNN's kernels fail a RET_CHECK on an empty batch: answer it without them.
+        if tf.executing_eagerly():
+            if queries.shape[0] == 0:
+                return _empty_result(k)
+            return self._scann_search(queries, k)
+        return tf.cond(tf.shape(queries)[0] > 0, lambda: self._scann_search(queries, k),
+                       lambda: _empty_result(k))
+
+    def _scann_search(self, queries: tf.Tensor, k):
         from scann.scann_ops.py import scann_ops  # pylint: disable=g-import-not-at-top
 
         if tf.executing_eagerly():
@@ -170,3 +179,7 @@ class ScaNN(Index):
 
     def is_exact(self) -> bool:
         return bool(self.settings and self.settings.get("exact"))
+
+
+def _empty_result(k):
+    return tf.zeros([0, k], tf.float32), tf.zeros([0, k], tf.int32)
