@@ -121,8 +121,17 @@ def export_inputs(inputs, kind: str, model_base_path, version: int | None = None
                   target_recall: float | None = None) -> dict:
     """Builds the index for `inputs` and writes `model_base_path/<version>/`."""
     index, summary = build_index(inputs, kind, k=k, target_recall=target_recall)
+    from towerkit.serving import clean_stale_exports  # pylint: disable=g-import-not-at-top
     from towerkit.serving import export as serving_export  # pylint: disable=g-import-not-at-top
 
+    stale = clean_stale_exports(model_base_path)
+    if stale["removed"] or stale["in_progress"]:
+        summary["stale_temporary_dirs"] = (
+            f"removed {len(stale['removed'])} temporary director"
+            f"{'y' if len(stale['removed']) == 1 else 'ies'} ({stale['removed_bytes'] / 1e6:.1f} "
+            "MB) left by exports that did not finish"
+            + (f"; {len(stale['in_progress'])} of running exports left alone"
+               if stale["in_progress"] else ""))
     path = serving_export(index, pathlib.Path(model_base_path), version=version,
                           query_signature=inputs.query_signature,
                           warmup_queries=inputs.sample_queries)

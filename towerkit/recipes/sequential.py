@@ -188,6 +188,14 @@ class ServingQueryModel(tf.keras.Model):
         self.model = query_model
         self.max_history = max_history
 
+    def known_queries(self, inputs) -> tf.Tensor:
+        """bool `[batch]`: True where the history holds at least one catalogue movie within
+        `history_length` (False: an empty or all-unknown history, answered as a fallback)."""
+        ids = self.lookup(tf.convert_to_tensor(inputs["history"]))
+        length = tf.cast(tf.reshape(inputs["history_length"], [-1, 1]), tf.int64)
+        inside = tf.range(tf.shape(ids, out_type=tf.int64)[1])[tf.newaxis, :] < length
+        return tf.reduce_any(tf.logical_and(inside, ids > 0), axis=1)
+
     def call(self, inputs, training: bool = False):
         history = tf.convert_to_tensor(inputs["history"])
         if history.dtype != tf.string:

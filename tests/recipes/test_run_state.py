@@ -1,0 +1,188 @@
+"""Atomic, resumable runs (issue 17, defects 1, 2 and 6): staging, kill-and-resume, readers.
+
+The kill-and-resume test trains `two_tower` with tiny settings (embedding dim 8, 2 epochs,
+batch 4,096: 20 steps per epoch on the 80,000 training ratings, checkpoints every 3 steps) on
+real MovieLens 100K: one uninterrupted run in this process, one run in a subprocess that kills
+itself (SIGKILL, test hook `TOWERKIT_TEST_KILL_AFTER_STEPS=25`: step 5 of epoch 2, two steps
+after the last checkpoint), then `towerkit train --resume` in a subprocess. The resumed run
+must end with bit-identical weights and identical metrics.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import towerkit  # noqa: F401
+import tensorflow as tf
+from towerkit import recipes
+from towerkit.cli import main as cli
+from towerkit.recipes import run_state
+
+FLAGS = ["--epochs", "2", "--embedding-dim", "8", "--batch-size", "4096",
+         "--checkpoint-every", "3"]
+
+
+def _towerkit(*argv, env=None):
+    return subprocess.run([sys.executable, "-m", "towerkit.cli.main", *argv],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """An uninterrupted run, trained in this process through the CLI."""
+    out = tmp_path_factory.mktemp("runs") / "full"
+    assert cli.main(["train", "--model", "two_tower", "--out", str(out), *FLAGS]) == 0
+    return out
+
+
+def _weights(run):
+    reader = tf.train.load_checkpoint(str(run / "weights" / "towers"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if "OBJECT_GRAPH" not in name}
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(finished_run, tmp_path):
+    out = tmp_path / "killed"
+    killed = _towerkit("train", "--model", "two_tower", "--out", str(out), *FLAGS,
+                       env={run_state.KILL_HOOK: "25"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    staged = run_state.staging_dir(out)
+    progress = json.loads((staged / "checkpoints" / "progress.json").read_text())
+    assert (progress["epoch"], progress["step"]) == (1, 3)  # mid-epoch 2, after step 3
+    assert not out.exists()  # nothing published
+
+    # Readers and a plain rerun refuse the unfinished run and say how to continue it.
+    with pytest.raises(ValueError, match=r"has not finished training .* --resume"):
+        recipes.load_run(out)
+    with pytest.raises(ValueError, match=r"towerkit train --resume"):
+        recipes.load_run(staged)
+    with pytest.raises(ValueError, match=r"unfinished run .* checkpoint at epoch 2, step 3"):
+        recipes.get_recipe("two_tower")().train(
+            recipes.make_run_config("two_tower", "movielens/100k-ratings"), out)
+
+    resumed = _towerkit("train", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming at epoch 2, step 3" in resumed.stdout
+    assert not staged.exists()
+    config = json.loads((out / "run.json").read_text())
+    assert config["state"] == "complete" and "checkpoints/progress.json" not in config["files"]
+
+    expected, got = _weights(finished_run), _weights(out)
+    assert sorted(expected) == sorted(got)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert (json.loads((out / "metrics.json").read_text())
+            == json.loads((finished_run / "metrics.json").read_text()))
+
+
+def test_resume_errors_name_the_fix(finished_run, tmp_path, capsys):
+    assert cli.main(["train", "--resume", str(finished_run)]) == 2
+    assert "Nothing to resume" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(tmp_path / "none")]) == 2
+    assert "no unfinished run is staged" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--resume", str(finished_run), "--model", "two_tower"])
+    assert "drop --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    # Defect 2: a non-empty --out is refused (also by another recipe, and by quickstart).
+    (["train", "--model", "two_tower"], "already holds a towerkit run; pass --overwrite"),
+    (["train", "--model", "popularity"], "already holds a towerkit run; pass --overwrite"),
+])
+def test_non_empty_out_is_refused_before_any_work(finished_run, argv, message, capsys):
+    before = (finished_run / "run.json").read_text()
+    assert cli.main([*argv, "--out", str(finished_run)]) == 2
+    assert message in capsys.readouterr().err
+    assert (finished_run / "run.json").read_text() == before  # defect 1: config untouched
+
+
+def test_quickstart_refuses_its_own_out(tmp_path, capsys):
+    (tmp_path / "qs").mkdir()
+    (tmp_path / "qs" / "run").mkdir()
+    assert cli.main(["quickstart", "--out", str(tmp_path / "qs")]) == 2
+    assert "already holds files (an earlier quickstart?); pass --overwrite" in (
+        capsys.readouterr().err)
+
+
+def test_failures_after_the_config_leave_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", "two_tower", "--out", str(out), "--dataset",
+                     "mnist"]) == 2
+    assert "trains on a MovieLens ratings config" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--model", "two_tower", "--out", str(out), "--embedding-dim", "0"])
+    assert "argument --embedding-dim: must be an integer >= 1, got 0" in capsys.readouterr().err
+    # Python callers get the same check before any work.
+    with pytest.raises(ValueError, match="embedding_dim must be >= 1, got 0"):
+        recipes.get_recipe("two_tower")().train(recipes.make_run_config(
+            "two_tower", "movielens/100k-ratings", params={"embedding_dim": 0}), out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_that_is_a_file_or_under_a_file(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert cli.main(["train", "--model", "two_tower", "--out", str(target)]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+    assert cli.main(["train", "--model", "two_tower", "--out", str(target / "run")]) == 2
+    assert "is a file, so the run directory cannot be created there" in capsys.readouterr().err
+
+
+def _copy(run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    return copy
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda r: (r / "weights" / "towers.data-00000-of-00001").write_bytes(
+        (r / "weights" / "towers.data-00000-of-00001").read_bytes()[:100]),
+     r"weights/towers.data-00000-of-00001 has 100 bytes, the run recorded \d+ \(truncated"),
+    (lambda r: (r / "weights" / "towers.index").unlink(), r"weights/towers.index is missing"),
+    (lambda r: (r / "query_tower.json").write_text(
+        (r / "query_tower.json").read_text()[:-10] + "corrupt!!!"),
+     r"query_tower.json does not match the SHA-256 the run recorded"),
+])
+def test_readers_refuse_a_damaged_run_naming_the_file(finished_run, tmp_path, damage, message,
+                                                      capsys):
+    run = _copy(finished_run, tmp_path)
+    damage(run)
+    with pytest.raises(ValueError, match=message):
+        recipes.load_run(run)
+    for command in (["evaluate", str(run)], ["export", str(run), "--model-base-path",
+                                             str(tmp_path / "m")]):
+        assert cli.main(command) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "retrain the run with --overwrite" in err
+
+
+def test_a_run_without_completion_record_is_refused(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    config = json.loads((run / "run.json").read_text())
+    for key in run_state.STATE_KEYS:
+        config.pop(key)
+    (run / "run.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="no completion record .* --overwrite"):
+        recipes.load_run(run)
+
+
+def test_overwrite_replaces_only_when_finished(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    (run / "extra.txt").write_text("from the old run")
+    recipe = recipes.get_recipe("two_tower")()
+    config = recipes.make_run_config("two_tower", "movielens/100k-ratings", epochs=1,
+                                     params={"embedding_dim": 4, "batch_size": 8192})
+    recipe.train(config, run, overwrite=True, checkpoint_every=0)
+    assert not (run / "extra.txt").exists()  # not mixed with the old run
+    _, loaded = recipes.load_run(run)
+    assert loaded["params"]["embedding_dim"] == 4 and loaded["state"] == "complete"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
