@@ -88,6 +88,7 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
         self._candidate_embeddings = None
         self._exhaustive_candidates = None
         self.exhaustive = False
+        self._id_multiplicity = 1
         self.build_seconds = None
 
     # ------------------------------------------------------------------ properties
@@ -173,6 +174,7 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
         matrix = _as_candidate_matrix(candidates)
         n, dim = matrix.shape
         ids = _as_identifiers(identifiers, n)
+        self._id_multiplicity = int(np.unique(ids, return_counts=True)[1].max())
         if self._k > n:
             raise ValueError(
                 f"k={self._k} is larger than the catalogue ({n} candidates): the index could "
@@ -316,7 +318,8 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
 
         Returns:
             `(scores [batch, k], identifiers [batch, k])`. If fewer than `k` candidates remain, the
-            tail holds score `-inf`.
+            tail holds score `-inf` and identifier `b""` (or -1). An excluded identifier that
+            covers several rows (duplicates) is excluded from all of them.
         """
         k = self._resolve_k(k)
         exclusions = tf.convert_to_tensor(exclusions)
@@ -332,6 +335,8 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
         num_excluded = exclusions.shape[1]
         if num_excluded is None:
             num_excluded = tf.shape(exclusions)[1]
+        # An identifier can cover several rows (duplicates): widen by its largest multiplicity.
+        num_excluded = num_excluded * self._id_multiplicity
         if isinstance(k, int) and isinstance(num_excluded, int):
             wide_k = min(k + num_excluded, self._num_candidates)
         else:
@@ -340,6 +345,8 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
         ids = self._gather_ids(rows)
         excluded = tf.reduce_any(tf.equal(ids[:, :, None], exclusions[:, None, :]), axis=-1)
         scores = tf.where(excluded, tf.fill(tf.shape(scores), float("-inf")), scores)
+        missing = tf.fill(tf.shape(ids), b"" if ids.dtype == tf.string else -1)
+        ids = tf.where(excluded, tf.cast(missing, ids.dtype), ids)
         scores, top = tf.math.top_k(scores, k=k)
         return scores, tf.gather(ids, top, batch_dims=1)
 
