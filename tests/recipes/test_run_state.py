@@ -21,6 +21,7 @@ import pytest
 
 import towerkit  # noqa: F401
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 from towerkit import recipes
 from towerkit.cli import main as cli
 from towerkit.recipes import run_state
@@ -218,3 +219,91 @@ def test_overwrite_replaces_only_when_finished(tmp_path):
     assert loaded["params"] == {"v": 2} and loaded["state"] == "complete"
     assert sorted(loaded["files"]) == ["params.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+# ---- fit_resumable on a tiny model: step-level resume, callback state ----------------------
+
+class _Tiny(tfrs.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = tf.keras.layers.Dense(1, kernel_initializer="ones")
+
+    def compute_loss(self, features, training=False):
+        return tf.reduce_mean(tf.square(self.dense(features["x"])[:, 0] - features["y"]))
+
+
+class _EpochCounter(tf.keras.callbacks.Callback):
+    """A callback with state that must survive a resume."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_train_begin(self, logs=None):
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+    def get_state(self):
+        return {"epochs": list(self.epochs), "array:last_kernel": self.model.get_weights()}
+
+    def set_state(self, state):
+        self.epochs = list(state["epochs"])
+        assert len(state["array:last_kernel"]) == 2
+
+
+class _Crash(tf.keras.callbacks.Callback):
+    def __init__(self, at_step):
+        super().__init__()
+        self.at_step, self.steps = at_step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps == self.at_step:
+            raise RuntimeError("simulated crash")
+
+
+def _fit(run_dir, callbacks=()):
+    tf.keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices(
+        {"x": rng.normal(size=(64, 3)).astype(np.float32),
+         "y": rng.normal(size=64).astype(np.float32)})
+    model = _Tiny()
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
+    counter = _EpochCounter()
+    history = run_state.fit_resumable(
+        model, lambda epoch: data.shuffle(64, seed=run_state.epoch_seed(7, epoch),
+                                          reshuffle_each_iteration=False).batch(8),
+        3, run_dir, callbacks=[counter, *callbacks], checkpoint_every=2)
+    return model, history, counter
+
+
+def test_fit_resumable_continues_mid_epoch_with_callback_state(tmp_path):
+    straight, history, counter = _fit(tmp_path / "straight")
+    assert counter.epochs == [0, 1, 2] and len(history["loss"]) == 3
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fit(tmp_path / "crashed", callbacks=[_Crash(13)])  # epoch 2, step 5 of 8
+    progress = json.loads((tmp_path / "crashed" / "checkpoints" / "progress.json").read_text())
+    assert (progress["epoch"], progress["step"]) == (1, 4)
+    resumed, resumed_history, resumed_counter = _fit(tmp_path / "crashed")
+    assert resumed_counter.epochs == [0, 1, 2]  # restored, not restarted
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert resumed_history == history
+    assert int(resumed.optimizer.iterations.numpy()) == 24  # no step lost or repeated
+
+
+def test_best_epoch_state_round_trips(tmp_path):
+    from towerkit.recipes.multi_interest import BestEpoch
+
+    stopper = BestEpoch(lambda: 0.0, patience=2)
+    stopper.best_epoch, stopper.best_score, stopper.scores = 2, 0.5, [0.1, 0.5]
+    stopper._best_weights = [np.ones((2, 3), np.float32), np.zeros(3, np.float32)]
+    record = run_state._save_state(tmp_path, "ckpt", 0, stopper.get_state())
+    restored = BestEpoch(lambda: 0.0, patience=2)
+    restored.set_state(run_state._load_state(tmp_path, json.loads(json.dumps(record))))
+    assert (restored.best_epoch, restored.best_score, restored.scores) == (2, 0.5, [0.1, 0.5])
+    for a, b in zip(restored._best_weights, stopper._best_weights):
+        np.testing.assert_array_equal(a, b)
