@@ -37,6 +37,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -285,6 +286,10 @@ def train_atomically(recipe, train_fn: Callable, config: dict, out, overwrite: b
             raise ValueError(f"--resume: the staged run of {out} was started with another "
                              "config; resume it with its own (`towerkit train --resume RUN` "
                              "reads it from the run) or start over with --overwrite.")
+        if staged_config.get("state") == STATE_COMPLETE:  # killed while publishing
+            _publish(staged, out)
+            metrics = out / "metrics.json"
+            return json.loads(metrics.read_text()) if metrics.is_file() else {}
     else:
         if staged.exists():
             shutil.rmtree(staged)
@@ -375,7 +380,9 @@ def fit_resumable(model: tf.keras.Model, make_dataset: Callable[[int], tf.data.D
     """Trains a compiled model epoch by epoch with checkpoints, resuming from the last one.
 
     Args:
-      model: A compiled Keras model (its optimizer is checkpointed with it).
+      model: A compiled Keras model (its optimizer is checkpointed with it); a `tfrs.Model`
+        is built with `compute_loss(first batch, training=False)`, another model with a call
+        on the first batch's features, before a checkpoint is restored.
       make_dataset: `epoch -> tf.data.Dataset` of that epoch's batches (finite, the same for
         the same epoch in any process: shuffle with `seed=epoch_seed(seed, epoch)` and
         `reshuffle_each_iteration=False`).
@@ -404,7 +411,10 @@ def fit_resumable(model: tf.keras.Model, make_dataset: Callable[[int], tf.data.D
 
     # Create every variable (model and optimizer slots) before a restore can match them.
     first = next(iter(make_dataset(0).take(1)))
-    model.compute_loss(first, training=False) if hasattr(model, "compute_loss") else model(first)
+    if isinstance(model, tfrs.models.Model):
+        model.compute_loss(first, training=False)
+    else:
+        model(first[0] if isinstance(first, tuple) else first, training=False)
     model.optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
 
