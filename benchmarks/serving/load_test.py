@@ -1,7 +1,9 @@
 """Load test: exported BruteForce, Annoy and portable indexes under concurrent clients.
 
 Exports a trained `two_tower` run with `towerkit export`'s defaults (`export_inputs`) as
-BruteForce, Annoy and the portable index, then, for each, starts `load_worker.py` in a process
+BruteForce, Annoy and the portable index (on the 1,682-movie catalogue the approximate ones
+search exactly by default), and Annoy and the portable index tuned to `--target-recall 0.95`
+(their ANN search graphs), then, for each, starts `load_worker.py` in a process
 with TensorFlow alone (`python -I`, as TF Serving would load it) that calls `serving_default`
 with batch-1 queries (real held-out users of the run) from 8 client threads for `--seconds`,
 checking every answer against the single-threaded one. Prints a Markdown table: requests/s,
@@ -26,7 +28,8 @@ from towerkit import recipes
 from towerkit.cli.export import export_inputs
 
 WORKER = pathlib.Path(__file__).resolve().parent / "load_worker.py"
-KINDS = ("brute-force", "annoy", "portable")
+# (index kind, target recall): None = `towerkit export`'s default settings.
+VARIANTS = "brute-force,annoy,portable,annoy:0.95,portable:0.95"
 
 
 def main() -> None:
@@ -36,6 +39,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--queries", type=int, default=256, help="distinct users cycled")
     parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--variants", default=VARIANTS,
+                        help="comma-separated KIND or KIND:TARGET_RECALL (default: %(default)s)")
     args = parser.parse_args()
 
     recipe, _ = recipes.load_run(args.run)
@@ -46,8 +51,10 @@ def main() -> None:
     try:
         np.savez(work / "queries.npz", **queries)
         rows = []
-        for kind in KINDS:
-            summary = export_inputs(inputs, kind, work / kind, k=args.k)
+        for variant in args.variants.split(","):
+            kind, _, target = variant.partition(":")
+            summary = export_inputs(inputs, kind, work / variant.replace(":", "_"), k=args.k,
+                                    target_recall=float(target) if target else None)
             result = subprocess.run(
                 [sys.executable, "-I", str(WORKER), summary["path"], str(work / "queries.npz"),
                  "--threads", str(args.threads), "--seconds", str(args.seconds)],
@@ -55,7 +62,7 @@ def main() -> None:
             if result.returncode != 0:
                 raise SystemExit(f"{kind}: worker failed:\n{result.stderr[-3000:]}")
             report = json.loads(result.stdout.strip().splitlines()[-1])
-            report["kind"], report["tuning"] = kind, summary.get("tuning")
+            report["kind"], report["tuning"] = variant, summary.get("tuning")
             rows.append(report)
             print(json.dumps(report), flush=True)
     finally:
