@@ -17,10 +17,10 @@ import pathlib
 import sys
 
 from towerkit._validation import non_negative_int, positive_int
+from towerkit.recipes.run_state import DEFAULT_CHECKPOINT_EVERY
 
 # main.py passes flags it does not know (the recipe's) through as `args.extra`.
 ACCEPTS_EXTRA = True
-DEFAULT_CHECKPOINT_EVERY = 200  # towerkit.recipes.run_state.DEFAULT_CHECKPOINT_EVERY
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
