@@ -110,3 +110,15 @@ def test_wrong_rank_raw_input_names_the_input(exported, value):
                        match=r"Shape of tensor user_id \[.*\] is not compatible with expected "
                              r"shape \[\?\]"):
         serve(user_id=value)
+
+
+def test_known_query_reaches_rest_and_grpc_clients(exported, toy):
+    servers = [toy.RestModelServer(exported), toy.GrpcModelServer(exported)]
+    try:
+        for server in servers:
+            client = serving.Client(server.url, toy.MODEL_NAME)
+            result = client.predict({"user_id": np.array(["2", "nobody"])})
+            assert result.known_query.tolist() == [True, False], server.url
+    finally:
+        for server in servers:
+            server.stop()
