@@ -124,4 +124,5 @@ def test_export_tunes_a_larger_catalogue_to_095_by_default(oracle, kind):
     assert summary["tuning"]["default_target"] and summary["tuning"]["reached"]
     _, truth = oracle.exact_top_k(queries[300:], candidates, 10)
     found = index({"queries": tf.constant(queries[300:])})[1].numpy()
-    assert oracle.recall(found, truth) >= 0.95 - 0.02  # held-out: within sampling error of the target
+    # Held-out users: within sampling error of the target reached on the tuning users.
+    assert oracle.recall(found, truth) >= 0.95 - 0.02

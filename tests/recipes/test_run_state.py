@@ -67,7 +67,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(finished_run, tmp_path):
         recipes.load_run(out)
     with pytest.raises(ValueError, match=r"towerkit train --resume"):
         recipes.load_run(staged)
-    with pytest.raises(ValueError, match=r"unfinished run .*checkpoint at epoch 2, step 3\): continue"):
+    with pytest.raises(ValueError,
+                       match=r"unfinished run .*checkpoint at epoch 2, step 3\): continue"):
         recipes.get_recipe("two_tower")().train(
             recipes.make_run_config("two_tower", "movielens/100k-ratings"), out)
 

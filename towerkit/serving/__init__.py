@@ -16,7 +16,8 @@ from towerkit.serving.recommendations import (InvalidRequestError, ModelNotFound
                                               ServingError, ServingTimeoutError)
 
 __all__ = [
-    "CheckReport", "Client", "clean_stale_exports", "InvalidRequestError", "LocalModel", "ModelNotFoundError",
+    "CheckReport", "Client", "clean_stale_exports", "InvalidRequestError", "LocalModel",
+    "ModelNotFoundError",
     "Recommendations", "ServerUnavailableError", "ServingError", "ServingTimeoutError", "check",
     "export", "versions",
 ]
