@@ -29,7 +29,8 @@ def test_train_help_lists_the_recipe_flags(capsys):
     (["train", "--out", "x"], "--model is required"),
     (["train", "--model", "two_tower"], "--out RUN_DIR is required"),
     (["train", "--model", "nope", "--out", "x"], "Unknown recipe 'nope'"),
-    (["train", "--model", "two_tower", "--out", "x", "--epochs", "0"], "epochs must be"),
+    (["train", "--model", "two_tower", "--out", "x", "--epochs", "0"],
+     "argument --epochs: must be an integer >= 1, got 0"),
     (["train", "--model", "two_tower", "--out", "x", "--no-such-flag"], "unrecognized"),
     (["evaluate", "run", "--bogus"], "unrecognized arguments: --bogus"),
 ])

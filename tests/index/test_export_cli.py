@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from towerkit.cli import main as cli_main
 from towerkit.recipes import (IndexInputs, Recipe, available_recipes, make_run_config,
-                              register_recipe, write_run_config)
+                              register_recipe, write_run_config,
+                              mark_run_complete)
 
 RECIPE = "test_export_cli_toy"
 USERS = [f"u{i}" for i in range(40)]
@@ -55,6 +56,7 @@ def run_dir(tmp_path_factory, oracle):
         ToyRecipe.inputs = inputs
     path = tmp_path_factory.mktemp("run")
     write_run_config(path, make_run_config(RECIPE, "synthetic"))
+    mark_run_complete(path)
     return path
 
 

@@ -91,7 +91,7 @@ def test_size_bytes_counts_candidates_and_ids():
     (np.array([[1.0, np.nan]] * 12, np.float32), None, ValueError, "NaN"),
     (np.array([[1.0, np.inf]] * 12, np.float32), None, ValueError, "NaN or Inf"),
     (np.array([["a", "b"]] * 12), None, TypeError, "numeric"),
-    (np.ones((12, 2), np.float32), ["a"] * 11 + ["b"], ValueError, "unique"),
+    (np.ones((12, 2), np.float32), ["a"] * 11 + [1], TypeError, "mix of integer, string"),
     (np.ones((12, 2), np.float32), np.arange(11), ValueError, "12 candidates"),
     (np.ones((12, 2), np.float32), np.linspace(0, 1, 12), TypeError, "integers"),
     (np.ones((5, 2), np.float32), None, ValueError, "larger than the catalogue"),

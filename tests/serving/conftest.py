@@ -185,6 +185,13 @@ class GrpcModelServer:
         self._server.stop(grace=None)
 
 
+def _to_json(value):
+    """Nested lists of a tensor's values (any rank), bytes decoded, as TF Serving writes them."""
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _from_json(value, dtype):
     def decode(v):
         if isinstance(v, dict) and "b64" in v:
@@ -280,8 +287,7 @@ class RestModelServer:
                     outputs = _run_signature(loaded, signature_name, inputs)
                 except (ValueError, LookupError, TypeError) as error:
                     return self._send(400, {"error": str(error)})
-                as_json = {n: [[x.decode() if isinstance(x, bytes) else x.item() for x in row]
-                               for row in v] for n, v in outputs.items()}
+                as_json = {n: _to_json(v.tolist()) for n, v in outputs.items()}
                 if "instances" in body:
                     rows = len(next(iter(as_json.values())))
                     return self._send(200, {"predictions": [

@@ -6,7 +6,10 @@ import argparse
 import json
 import pathlib
 
+from towerkit._validation import check_float, check_int, positive_int, unit_fraction
+
 INDEX_KINDS = ("brute-force", "scann", "annoy", "portable")
+DEFAULT_TARGET_RECALL = 0.95
 # Class names the portable index may be exported under in `towerkit.index`.
 _PORTABLE_NAMES = ("Portable", "PortableIndex", "PortableScaNN")
 
@@ -23,14 +26,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "ops at serving time, the others run on stock TF Serving")
     parser.add_argument("--model-base-path", required=True, metavar="DIR",
                         help="TF Serving base path; the version directory is created inside it")
-    parser.add_argument("--version", type=int, default=None,
+    parser.add_argument("--version", type=positive_int, default=None,
                         help="version number (default: next after the largest existing one)")
-    parser.add_argument("--k", type=int, default=100,
+    parser.add_argument("--k", type=positive_int, default=100,
                         help="max results per query, capped at the catalogue size "
                              "(default: %(default)s)")
-    parser.add_argument("--target-recall", type=float, default=None, metavar="R",
-                        help="tune the ANN search (leaves/reorder, search_k) to reach recall@10 "
-                             ">= R against brute force on the run's sample queries")
+    parser.add_argument("--target-recall", type=unit_fraction, default=None, metavar="R",
+                        help="tune the ANN search (leaves/reorder, search_k) to reach recall@k "
+                             ">= R against brute force on the run's held-out queries (default: "
+                             f"{DEFAULT_TARGET_RECALL} for an approximate index unless its "
+                             "catalogue is small enough to search exactly; not for brute-force)")
     parser.add_argument("--json", action="store_true", help="print the export summary as JSON")
     return parser
 
@@ -60,29 +65,55 @@ def index_class(kind: str):
 
 
 def build_index(inputs, kind: str, k: int = 100, target_recall: float | None = None):
-    """Builds (and optionally tunes) an index over `IndexInputs`.
+    """Builds (and tunes) an index over `IndexInputs`.
+
+    An approximate index over a small catalogue searches it exactly (recall 1, see
+    `Index.EXHAUSTIVE_MAX_FLOATS`); otherwise, without `target_recall`, it is tuned to recall@k
+    >= `DEFAULT_TARGET_RECALL` on the run's held-out `tuning_queries` (`sample_queries` when the
+    run has none), `k` being the export's max k. An explicit `target_recall` always tunes.
+
+    Args:
+        inputs: `IndexInputs` of a run.
+        kind: One of `INDEX_KINDS`.
+        k: int >= 1. Max results per query (capped at the catalogue size).
+        target_recall: Optional float in (0, 1]; not for `brute-force` (always exact).
 
     Returns:
         `(index, summary dict)`.
+
+    Raises:
+        ValueError: bad `kind`, `k` or `target_recall` (checked before any work).
     """
     from towerkit.index import tune_for_recall  # pylint: disable=g-import-not-at-top
 
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"Unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}.")
+    check_int("k", k)
+    if target_recall is not None:
+        check_float("target_recall", target_recall, low=0, high=1)
+        if kind == "brute-force":
+            raise ValueError("--target-recall does not apply to the brute-force index (it is "
+                             "exact: recall 1); drop it or choose an approximate index.")
     n = len(inputs.candidate_ids)
-    k = max(1, min(int(k), n))
+    k = min(int(k), n)
     index = index_class(kind)(query_model=inputs.query_model, k=k)
     index.index(inputs.candidate_embeddings, inputs.candidate_ids)
     summary = {"index": kind, "class": type(index).__name__, "num_candidates": n, "max_k": k,
                "build_seconds": round(index.build_seconds, 3), "size_bytes": index.size_bytes()}
-    if target_recall is not None:
-        if index.is_exact():
-            summary["tuning"] = {"note": "exact index: recall is 1", "recall": 1.0}
-        else:
-            queries = (inputs.tuning_queries if inputs.tuning_queries is not None
-                       else inputs.sample_queries)
-            report = tune_for_recall(index, queries, target_recall=target_recall, k=min(10, k))
-            keys = ("setting", "recall", "target_recall", "reached", "k")
-            summary["tuning"] = {key: report[key] for key in keys}
-            summary["tuning"]["num_queries"] = len(next(iter(queries.values())))
+    if index.is_exact():
+        summary["tuning"] = {"note": "exact index: recall is 1", "recall": 1.0}
+    elif getattr(index, "exhaustive", False) and target_recall is None:
+        summary["tuning"] = {"note": "small catalogue: searched exactly (recall 1); pass "
+                                     "--target-recall to use the ANN search", "recall": 1.0}
+    else:
+        target = DEFAULT_TARGET_RECALL if target_recall is None else target_recall
+        queries = (inputs.tuning_queries if inputs.tuning_queries is not None
+                   else inputs.sample_queries)
+        report = tune_for_recall(index, queries, target_recall=target, k=k)
+        keys = ("setting", "recall", "target_recall", "reached", "k")
+        summary["tuning"] = {key: report[key] for key in keys}
+        summary["tuning"]["num_queries"] = len(next(iter(queries.values())))
+        summary["tuning"]["default_target"] = target_recall is None
     return index, summary
 
 
@@ -90,8 +121,17 @@ def export_inputs(inputs, kind: str, model_base_path, version: int | None = None
                   target_recall: float | None = None) -> dict:
     """Builds the index for `inputs` and writes `model_base_path/<version>/`."""
     index, summary = build_index(inputs, kind, k=k, target_recall=target_recall)
+    from towerkit.serving import clean_stale_exports  # pylint: disable=g-import-not-at-top
     from towerkit.serving import export as serving_export  # pylint: disable=g-import-not-at-top
 
+    stale = clean_stale_exports(model_base_path)
+    if stale["removed"] or stale["in_progress"]:
+        summary["stale_temporary_dirs"] = (
+            f"removed {len(stale['removed'])} temporary director"
+            f"{'y' if len(stale['removed']) == 1 else 'ies'} ({stale['removed_bytes'] / 1e6:.1f} "
+            "MB) left by exports that did not finish"
+            + (f"; {len(stale['in_progress'])} of running exports left alone"
+               if stale["in_progress"] else ""))
     path = serving_export(index, pathlib.Path(model_base_path), version=version,
                           query_signature=inputs.query_signature,
                           warmup_queries=inputs.sample_queries)
@@ -103,6 +143,9 @@ def export_inputs(inputs, kind: str, model_base_path, version: int | None = None
 def run(args: argparse.Namespace) -> int:
     from towerkit import recipes  # pylint: disable=g-import-not-at-top
 
+    if args.target_recall is not None and args.index == "brute-force":
+        raise ValueError("--target-recall does not apply to --index brute-force (exact: recall "
+                         "1); drop it or choose scann, annoy or portable.")
     recipe, _ = recipes.load_run(args.run_dir)
     inputs = recipe.index_inputs(args.run_dir)
     summary = export_inputs(inputs, args.index, args.model_base_path, version=args.version,
@@ -115,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
               f"{summary['build_seconds']:.1f} s) to {summary['path']}")
         if "tuning" in summary:
             print(f"  tuning: {summary['tuning']}")
+        if summary.get("stale_temporary_dirs"):
+            print(f"  note: {summary['stale_temporary_dirs']}")
         if summary["custom_ops"]:
             print(f"  WARNING: needs custom ops {', '.join(summary['custom_ops'])}: stock "
                   "TensorFlow Serving cannot load it (use --index portable or annoy).")

@@ -14,7 +14,10 @@ import shlex
 
 import numpy as np
 
+from towerkit._validation import positive_int
+
 MODEL_NAME = "movielens"
+MAX_USERS = 8  # the run's sample queries
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,9 +30,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="TFDS data dir (default: $TFDS_DATA_DIR, then tfds' default)")
     parser.add_argument("--out", default="towerkit-quickstart",
                         help="output directory (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
-    parser.add_argument("--users", type=int, default=3,
-                        help="users to print recommendations for (default: 3)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run and the export of an existing --out")
+    parser.add_argument("--epochs", type=positive_int, default=3,
+                        help="training epochs (default: 3)")
+    parser.add_argument("--users", type=positive_int, default=3,
+                        help=f"users to print recommendations for, 1-{MAX_USERS} (default: 3)")
     parser.add_argument("--seed", type=int, default=42)
     return parser
 
@@ -41,7 +47,15 @@ def run(args: argparse.Namespace) -> int:
     from towerkit.index import BruteForce
     from towerkit.serving import export
 
+    if args.users > MAX_USERS:
+        raise ValueError(f"--users must be between 1 and {MAX_USERS} (the run's sample users), "
+                         f"got {args.users}.")
     out = pathlib.Path(args.out).resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory path.")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise ValueError(f"--out {out} already holds files (an earlier quickstart?); pass "
+                         "--overwrite to replace its run and export, or choose another --out.")
     run_dir = out / "run"
     print(f"[1/4] Training two_tower on movielens/100k-ratings for {args.epochs} epoch(s) "
           f"-> {run_dir}", flush=True)
@@ -49,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                                      data_dir=args.data_dir, seed=args.seed, epochs=args.epochs,
                                      params={})
     recipe = recipes.get_recipe("two_tower")()
-    metrics = recipe.train(config, run_dir)
+    metrics = recipe.train(config, run_dir, overwrite=args.overwrite)
     print(f"      test top-100 accuracy {metrics['top_100_categorical_accuracy']:.3f}, "
           f"top-10 {metrics['top_10_categorical_accuracy']:.3f}", flush=True)
 
@@ -69,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
 
     print("[4/4] Exporting for TensorFlow Serving", flush=True)
     base = out / MODEL_NAME
+    if args.overwrite and base.exists():
+        import shutil  # pylint: disable=g-import-not-at-top
+
+        shutil.rmtree(base)  # --overwrite replaces the export too (version 1 again)
     version_dir = export(index, base, query_signature=inputs.query_signature,
                          warmup_queries={k: np.asarray(v)[:4]
                                          for k, v in inputs.sample_queries.items()})

@@ -88,5 +88,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, serving.ServingError) as error:
         print(f"towerkit recommend: {error}", file=sys.stderr)
         return 2
+    if result.known_query is not None and not bool(result.known_query[0]):
+        print(f"towerkit recommend: note: the model does not know user {args.user!r} "
+              "(known_query is false): these are fallback recommendations, not personal ones.",
+              file=sys.stderr)
     print(format_recommendations(result))
     return 0

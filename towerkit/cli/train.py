@@ -3,6 +3,10 @@
 Recipe-specific flags (from `Recipe.add_arguments`) follow the common ones, e.g.
 `towerkit train --model two_tower --out runs/tt --embedding-dim 64`; `towerkit train --model NAME
 --help` lists them.
+
+The run is trained beside `--out` and published when finished (a non-empty `--out` needs
+`--overwrite`); it is checkpointed after each epoch and every `--checkpoint-every` steps, and
+`towerkit train --resume RUN` continues a killed run with the config it was started with.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import argparse
 import json
 import pathlib
 import sys
+
+from towerkit._validation import non_negative_int, positive_int
+from towerkit.recipes.run_state import DEFAULT_CHECKPOINT_EVERY
 
 # main.py passes flags it does not know (the recipe's) through as `args.extra`.
 ACCEPTS_EXTRA = True
@@ -27,10 +34,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="TFDS dataset (default: %(default)s)")
     parser.add_argument("--data-dir", default=None,
                         help="TFDS data dir (default: $TFDS_DATA_DIR, then tfds' default)")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=positive_int, default=None,
                         help="training epochs (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
-    parser.add_argument("--out", help="run directory to write")
+    parser.add_argument("--out", help="run directory to write (published when training ends)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty --out (only once the new run has finished)")
+    parser.add_argument("--resume", metavar="RUN", default=None,
+                        help="continue the unfinished run RUN from its last checkpoint (with "
+                             "the config it was started with; other flags are not allowed)")
+    parser.add_argument("--checkpoint-every", type=non_negative_int, default=None, metavar="N",
+                        help="also checkpoint every N training steps (default: "
+                             f"{DEFAULT_CHECKPOINT_EVERY}; 0 = at epoch ends only)")
     parser.set_defaults(_parser=parser)
     return parser
 
@@ -53,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"\nflags of recipe {name!r}:")
             recipe_parser(recipes.get_recipe(name)).print_help()
         return 0
+    if args.resume:
+        return _resume(args)
     if not args.model:
         args._parser.error("--model is required; one of: "
                            + ", ".join(recipes.available_recipes()))
@@ -69,8 +86,32 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as e:
         args._parser.error(str(e))
     run_dir = pathlib.Path(args.out)
-    recipes.write_run_config(run_dir, config)
-    metrics = recipe_cls().train(config, run_dir)
+    metrics = recipe_cls().train(config, run_dir, overwrite=args.overwrite,
+                                 checkpoint_every=args.checkpoint_every)
+    return _report(run_dir, metrics)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from towerkit.recipes import run_state
+
+    given = [flag for flag, value in (("--model", args.model), ("--out", args.out),
+                                      ("--epochs", args.epochs), ("--data-dir", args.data_dir),
+                                      ("--overwrite", args.overwrite)) if value]
+    if given or args.extra:
+        args._parser.error(f"--resume RUN continues a run with the config it was started with; "
+                           f"drop {' '.join(given + list(args.extra))}.")
+    run_dir = pathlib.Path(args.resume)
+    run_state.validate_out_dir(run_dir, resume=True)
+    config = json.loads((run_state.staging_dir(run_dir) / "run.json").read_text())
+    config = {k: v for k, v in config.items() if k not in run_state.STATE_KEYS}
+    from towerkit import recipes
+
+    recipe = recipes.get_recipe(config["recipe"])()
+    metrics = recipe.train(config, run_dir, resume=True, checkpoint_every=args.checkpoint_every)
+    return _report(run_dir, metrics)
+
+
+def _report(run_dir: pathlib.Path, metrics: dict) -> int:
     print(json.dumps({"run_dir": str(run_dir), "metrics": metrics}, indent=2, sort_keys=True,
                      default=float))
     sys.stdout.flush()

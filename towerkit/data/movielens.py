@@ -2,20 +2,28 @@
 
 Every TFDS MovieLens config works (`100k-ratings`, `1m-ratings`, `latest-small-ratings`, and the
 matching `*-movies` configs). `data_dir` (or the `TFDS_DATA_DIR` environment variable, which
-tfds itself honours) points at a prepared data dir; otherwise tfds downloads as usual.
+tfds itself honours) points at a prepared data dir; otherwise tfds downloads as usual. Before
+calling tfds, towerkit checks whether the config is prepared there; when it is not and the
+download host cannot be reached (or `TOWERKIT_OFFLINE=1` is set), it fails within seconds with
+`MovieLensUnavailableError`, without writing into the data dir.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import socket
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-__all__ = ["load", "load_columns", "MovieLensUnavailableError"]
+__all__ = ["load", "load_columns", "feature_names", "MovieLensUnavailableError"]
+
+# Where tfds downloads MovieLens from (checked before a download is attempted).
+_DOWNLOAD_HOST = ("files.grouplens.org", 443)
+OFFLINE_ENV = "TOWERKIT_OFFLINE"
 
 _RATINGS_SUFFIX = "-ratings"
 _MOVIES_SUFFIX = "-movies"
@@ -43,6 +51,59 @@ def _resolve_data_dir(data_dir: Optional[str]) -> Optional[str]:
     return os.environ.get("TFDS_DATA_DIR") or None
 
 
+def _fix(config: str) -> str:
+    return ("Fix: point towerkit at a data dir where it is prepared with `--data-dir DIR`, "
+            "`data_dir=DIR` or `export TFDS_DATA_DIR=DIR` (prepare it on a machine with internet "
+            f"access with `tfds build movielens/{config}` or `tfds.load`), or go online and let "
+            "tfds download it.")
+
+
+def _reachable(host=_DOWNLOAD_HOST, timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection(host, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _builder(config: str, data_dir: Optional[str]):
+    return tfds.builder(f"movielens/{config}", data_dir=data_dir)
+
+
+def _check_prepared(config: str, data_dir: Optional[str], download: bool) -> None:
+    """Fails fast (without writing anything) when the config can be neither read nor fetched."""
+    try:
+        builder = _builder(config, data_dir)
+    except Exception as e:  # tfds raises DatasetNotFoundError, ValueError...
+        raise MovieLensUnavailableError(
+            f"TFDS does not know 'movielens/{config}' ({type(e).__name__}: {e}).") from e
+    if builder.is_prepared():
+        return
+    where = data_dir or "tfds' default data dir"
+    if not download:
+        raise MovieLensUnavailableError(
+            f"TFDS dataset 'movielens/{config}' is not prepared in {where} and download=False. "
+            + _fix(config))
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        raise MovieLensUnavailableError(
+            f"TFDS dataset 'movielens/{config}' is not prepared in {where} and "
+            f"{OFFLINE_ENV} is set, so towerkit does not download it. " + _fix(config))
+    if not _reachable():
+        raise MovieLensUnavailableError(
+            f"TFDS dataset 'movielens/{config}' is not prepared in {where} and its download "
+            f"host {_DOWNLOAD_HOST[0]} cannot be reached (offline?). " + _fix(config))
+
+
+def feature_names(config: str, data_dir: Optional[str] = None) -> list:
+    """The feature names of a MovieLens config, from TFDS metadata (no data is read).
+
+    Raises:
+      ValueError: `config` is not a MovieLens config.
+    """
+    config = _normalise(config)
+    return sorted(_builder(config, _resolve_data_dir(data_dir)).info.features.keys())
+
+
 def load(config: str = "100k-ratings", split: str = "train",
          data_dir: Optional[str] = None, download: bool = True) -> tf.data.Dataset:
     """Loads a MovieLens config as a `tf.data.Dataset` of feature dicts.
@@ -63,6 +124,7 @@ def load(config: str = "100k-ratings", split: str = "train",
     """
     config = _normalise(config)
     resolved = _resolve_data_dir(data_dir)
+    _check_prepared(config, resolved, download)
     try:
         return tfds.load(f"movielens/{config}", split=split, data_dir=resolved,
                          download=download)

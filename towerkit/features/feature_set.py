@@ -42,6 +42,21 @@ class FeatureSet(tf.keras.layers.Layer):
         self.feature_names = sorted(features)
         self.features = {key: features[key] for key in self.feature_names}
 
+    def known_queries(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """bool `[batch]`: True where every id feature (`IdEmbedding`) is in its vocabulary."""
+        known = None
+        for key in self.feature_names:
+            layer = self.features[key]
+            if hasattr(layer, "is_known"):
+                flag = layer.is_known(inputs[key])
+                if flag.shape.rank and flag.shape.rank > 1:
+                    flag = tf.reduce_all(flag, axis=list(range(1, flag.shape.rank)))
+                known = flag if known is None else tf.logical_and(known, flag)
+        if known is None:
+            first = tf.convert_to_tensor(inputs[self.feature_names[0]])
+            known = tf.ones(tf.shape(first)[:1], tf.bool)
+        return known
+
     def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         if not isinstance(inputs, Mapping):
             raise TypeError(f"{self.name} expects a dict of features {self.feature_names}, got "

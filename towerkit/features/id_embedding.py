@@ -69,6 +69,15 @@ class IdEmbedding(tf.keras.layers.Layer):
             embeddings_initializer=self.embeddings_initializer,
             embeddings_regularizer=self.embeddings_regularizer, name="embedding")
 
+    def is_known(self, inputs) -> tf.Tensor:
+        """Whether each id is in the vocabulary: bool, the input's shape.
+
+        Ids outside it (new users, `""`, bytes that are not UTF-8, typos) share the OOV rows,
+        so the tower answers them with a generic embedding; serving reports them with this.
+        """
+        inputs = self._check_dtype(tf.convert_to_tensor(inputs))
+        return self.lookup(inputs) >= self.num_oov_buckets
+
     @property
     def vocabulary_size(self) -> int:
         """Rows of the embedding table: known ids plus OOV buckets."""

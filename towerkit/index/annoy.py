@@ -75,9 +75,15 @@ class Annoy(Index):
         return self._search_k if self._search_k is not None else self._k * self._n_trees
 
     def set_search_params(self, search_k: int) -> "Annoy":
-        """Changes `search_k` without rebuilding (used by `target_recall` tuning)."""
+        """Changes `search_k` without rebuilding (used by `target_recall` tuning).
+
+        On a small catalogue searched exactly by default (`Index.EXHAUSTIVE_MAX_FLOATS`), this
+        switches to the tree search with that `search_k`.
+        """
         if not isinstance(search_k, (int, np.integer)) or search_k < 1:
             raise ValueError(f"search_k must be a positive integer; got {search_k!r}.")
+        if getattr(self, "exhaustive", False):
+            self.set_exhaustive(False)
         self._search_k = int(search_k)
         if self.is_built:  # A variable read by the traced loop (and the SavedModel): no retrace.
             self._search_k_var.assign(self._search_k)

@@ -4,6 +4,7 @@ import abc
 import logging
 import sys
 import time
+import warnings
 from typing import ClassVar, Dict, Optional, Tuple, Union
 
 import numpy as np
@@ -51,6 +52,12 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
     #: Op names a SavedModel of this index needs beyond stock TensorFlow.
     custom_ops: ClassVar[Tuple[str, ...]] = ()
 
+    #: An approximate index over at most this many floats (`n * dim`, 1 MiB of float32) searches
+    #: exhaustively by default: one exact query then reads about as much memory as the ANN
+    #: graph's fixed cost (~130 us, see NOTES), so exact search costs no more and has recall 1.
+    #: `set_exhaustive(False)` (or `tune_for_recall`) switches to the ANN structures.
+    EXHAUSTIVE_MAX_FLOATS: ClassVar[int] = 262_144
+
     def __init__(self, query_model: Optional[tf.keras.Model] = None, k: int = 10,
                  name: Optional[str] = None, verbose: bool = False, **kwargs) -> None:
         """Initializes the index.
@@ -79,6 +86,9 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
         self._dim = None
         self._state = []
         self._candidate_embeddings = None
+        self._exhaustive_candidates = None
+        self.exhaustive = False
+        self._id_multiplicity = 1
         self.build_seconds = None
 
     # ------------------------------------------------------------------ properties
@@ -145,20 +155,26 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
 
         Args:
             candidates: float `[n, dim]` candidate embeddings (tensor or array).
-            identifiers: Optional `[n]` unique identifiers (strings/bytes or integers). Defaults
-                to row numbers (int32), like TFRS.
+            identifiers: Optional `[n]` identifiers, all strings/bytes or all integers (unique
+                ones recommended; see below). Defaults to row numbers (int32), like TFRS.
 
         Returns:
             Self.
 
         Raises:
             ValueError: empty candidates, wrong rank, NaN/Inf values, `k` larger than the
-                catalogue, identifier count mismatch or duplicate identifiers.
-            TypeError: non-numeric candidates or identifiers of an unsupported dtype.
+                catalogue or identifier count mismatch.
+            TypeError: non-numeric candidates, identifiers of an unsupported dtype, or a mix
+                of string and integer identifiers.
+
+        Duplicate identifiers are accepted with a `UserWarning`, as TFRS's layers accept them:
+        each row stays a separate candidate, so a result may hold the same identifier more
+        than once (one per matching row), and `query_with_exclusions` excludes all its rows.
         """
         matrix = _as_candidate_matrix(candidates)
         n, dim = matrix.shape
         ids = _as_identifiers(identifiers, n)
+        self._id_multiplicity = int(np.unique(ids, return_counts=True)[1].max())
         if self._k > n:
             raise ValueError(
                 f"k={self._k} is larger than the catalogue ({n} candidates): the index could "
@@ -169,6 +185,12 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
         self._state = []
         self._candidate_embeddings = matrix
         self._build(matrix)
+        self._exhaustive_candidates = None
+        self.exhaustive = False
+        if not self.is_exact() and n * dim <= self.EXHAUSTIVE_MAX_FLOATS:
+            self._exhaustive_candidates = self._add_state("exhaustive_candidates", matrix)
+            self.exhaustive = True
+            self._progress(f"small catalogue ({n} x {dim}): exact search by default")
         with tf.init_scope():
             self._identifiers = tf.Variable(ids, trainable=False, name="identifiers")
         self.build_seconds = time.perf_counter() - start
@@ -218,6 +240,22 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
                 "The candidate dataset is empty: an index needs at least k candidates.")
         return self.index(np.concatenate(embs), np.concatenate(ids) if ids else None)
 
+    def set_exhaustive(self, exhaustive: bool) -> "Index":
+        """Turns the exact search of a small catalogue on or off (see `EXHAUSTIVE_MAX_FLOATS`).
+
+        Raises:
+          ValueError: `exhaustive=True` on an index whose catalogue is too large (it keeps no
+            copy of the candidates for exact search: use `BruteForce`).
+        """
+        self._check_built()
+        if exhaustive and self._exhaustive_candidates is None and not self.is_exact():
+            raise ValueError(f"This {type(self).__name__} is over {self._num_candidates} x "
+                             f"{self._dim} > {self.EXHAUSTIVE_MAX_FLOATS} floats and keeps no "
+                             "copy for exact search; use towerkit.index.BruteForce instead.")
+        self.exhaustive = bool(exhaustive) and self._exhaustive_candidates is not None
+        self._reset_tf_function_cache()
+        return self
+
     # ------------------------------------------------------------------- querying
     def query_embedding(self, queries: Queries) -> tf.Tensor:
         """Maps queries to float32 `[batch, dim]` or `[batch, num_interests, dim]` embeddings."""
@@ -237,7 +275,23 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
             raise ValueError(f"Query embedding dimension {x.shape[-1]} does not match the indexed "
                              f"candidates' dimension {self._dim}: use the query tower trained with "
                              "this candidate tower.")
-        return tf.cast(x, tf.float32)
+        x = tf.cast(x, tf.float32)
+        if tf.executing_eagerly():
+            values = x.numpy()
+            finite = np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1) if (
+                values.size) else np.ones(values.shape[0], bool)
+            if not finite.all():
+                rows = np.flatnonzero(~finite)
+                raise ValueError(
+                    f"Query embeddings contain NaN or Inf in {len(rows)} of {len(finite)} rows "
+                    f"(first row {int(rows[0])}): check those queries' raw features (e.g. a NaN "
+                    "numeric feature) or the query model; non-finite queries have no ranking.")
+            return x
+        # In a traced graph (and the SavedModel): stock CheckNumerics op, fails the request
+        # with InvalidArgument instead of returning arbitrary ids.
+        return tf.debugging.assert_all_finite(
+            x, "Query embeddings contain NaN or Inf: check the raw query features (e.g. a NaN "
+               "numeric feature); non-finite queries have no ranking")
 
     def call(self, queries: Queries, k=None) -> Tuple[tf.Tensor, tf.Tensor]:
         """Retrieves the top `k` candidates.
@@ -264,7 +318,8 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
 
         Returns:
             `(scores [batch, k], identifiers [batch, k])`. If fewer than `k` candidates remain, the
-            tail holds score `-inf`.
+            tail holds score `-inf` and identifier `b""` (or -1). An excluded identifier that
+            covers several rows (duplicates) is excluded from all of them.
         """
         k = self._resolve_k(k)
         exclusions = tf.convert_to_tensor(exclusions)
@@ -280,6 +335,8 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
         num_excluded = exclusions.shape[1]
         if num_excluded is None:
             num_excluded = tf.shape(exclusions)[1]
+        # An identifier can cover several rows (duplicates): widen by its largest multiplicity.
+        num_excluded = num_excluded * self._id_multiplicity
         if isinstance(k, int) and isinstance(num_excluded, int):
             wide_k = min(k + num_excluded, self._num_candidates)
         else:
@@ -288,6 +345,8 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
         ids = self._gather_ids(rows)
         excluded = tf.reduce_any(tf.equal(ids[:, :, None], exclusions[:, None, :]), axis=-1)
         scores = tf.where(excluded, tf.fill(tf.shape(scores), float("-inf")), scores)
+        missing = tf.fill(tf.shape(ids), b"" if ids.dtype == tf.string else -1)
+        ids = tf.where(excluded, tf.cast(missing, ids.dtype), ids)
         scores, top = tf.math.top_k(scores, k=k)
         return scores, tf.gather(ids, top, batch_dims=1)
 
@@ -322,14 +381,19 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
             tf.debugging.assert_positive(k, message="k must be >= 1")]):
             return tf.identity(k)
 
+    def _exact_search(self, queries: tf.Tensor, k) -> Tuple[tf.Tensor, tf.Tensor]:
+        scores = tf.matmul(queries, self._exhaustive_candidates, transpose_b=True)
+        return tf.math.top_k(scores, k=k)
+
     def _search_rows(self, embeddings: tf.Tensor, k) -> Tuple[tf.Tensor, tf.Tensor]:
         """Searches `[batch, dim]` or `[batch, interests, dim]` embeddings -> rows."""
+        search = self._exact_search if self.exhaustive else self._search
         if embeddings.shape.rank == 2:
-            scores, rows = self._search(embeddings, k)
+            scores, rows = search(embeddings, k)
             return scores, tf.cast(rows, tf.int32)
         batch, interests = tf.shape(embeddings)[0], tf.shape(embeddings)[1]
         flat = tf.reshape(embeddings, [-1, self._dim])
-        scores, rows = self._search(flat, k)
+        scores, rows = search(flat, k)
         scores = tf.reshape(scores, [batch, interests * tf.shape(scores)[1]])
         rows = tf.reshape(tf.cast(rows, tf.int32), tf.shape(scores))
         return unique_top_k(scores, rows, k)
@@ -368,18 +432,30 @@ def _as_identifiers(identifiers, n: int) -> np.ndarray:
         return np.arange(n, dtype=np.int32)
     if isinstance(identifiers, (tf.Tensor, tf.Variable)):
         identifiers = identifiers.numpy()
+    if isinstance(identifiers, (list, tuple)):
+        # Check the Python values before NumPy turns a mix of ints and strings into strings.
+        identifiers = np.array(list(identifiers), dtype=object)
+        if identifiers.ndim != 1:
+            identifiers = np.asarray(identifiers.tolist())
     ids = np.asarray(identifiers)
     if ids.ndim != 1:
         raise ValueError(f"Identifiers must be a [num_candidates] vector; got shape {ids.shape}.")
     if ids.shape[0] != n:
         raise ValueError(f"Got {ids.shape[0]} identifiers for {n} candidates: pass one identifier "
                          "per candidate row.")
+    if ids.dtype == object:
+        kinds = {"string" if isinstance(i, (str, bytes, np.str_, np.bytes_)) else
+                 "integer" if isinstance(i, (int, np.integer)) and not isinstance(i, bool) else
+                 type(i).__name__ for i in ids}
+        if kinds == {"integer"}:
+            ids = ids.astype(np.int64)
+        elif kinds != {"string"}:
+            raise TypeError(f"Identifiers must all be strings/bytes or all be integers; got a mix "
+                            f"of {', '.join(sorted(kinds))}: convert them to one kind (e.g. "
+                            "[str(i) for i in ids]) before indexing.")
     if ids.dtype.kind in "US" or ids.dtype == object:
-        try:
-            ids = np.array([i.encode() if isinstance(i, str) else bytes(i) for i in ids],
-                           dtype=object)
-        except TypeError as e:
-            raise TypeError("Identifiers must all be strings/bytes or all be integers.") from e
+        ids = np.array([i.encode() if isinstance(i, str) else bytes(i) for i in ids],
+                       dtype=object)
     elif ids.dtype.kind in "iu":
         ids = ids.astype(np.int32 if ids.dtype == np.int32 else np.int64)
     else:
@@ -387,6 +463,9 @@ def _as_identifiers(identifiers, n: int) -> np.ndarray:
     unique, counts = np.unique(ids, return_counts=True)
     if len(unique) != n:
         dups = unique[counts > 1][:5]
-        raise ValueError(f"Candidate identifiers must be unique; {n - len(unique)} duplicates, "
-                         f"e.g. {list(dups)}. Deduplicate the candidate table before indexing.")
+        warnings.warn(
+            f"{n - len(unique)} candidate identifiers repeat (e.g. {list(dups)}); like TFRS, each "
+            "row stays a separate candidate, so one identifier can appear several times in a "
+            "result and excluding it excludes all its rows. Deduplicate the candidates if each "
+            "identifier should be returned once.", UserWarning, stacklevel=3)
     return ids

@@ -213,11 +213,16 @@ class PortableIndex(Index):
                           block_spread_weight: Optional[float] = None) -> "PortableIndex":
         """Changes the query-time knobs without rebuilding (used by `target_recall` tuning).
 
+        On a small catalogue searched exactly by default (`Index.EXHAUSTIVE_MAX_FLOATS`), this
+        switches to the partitioned search.
+
         Raises:
           ValueError: if the index is not built, a count is not a positive integer or a weight
             is negative.
         """
         self._check_built()
+        if self.exhaustive:  # explicit knobs: use the partitioned search, not the exact one
+            self.set_exhaustive(False)
         for knob, value, limit in (("leaves_to_search", leaves_to_search, "num_leaves"),
                                    ("blocks_to_search", blocks_to_search, "num_blocks")):
             if value is not None:

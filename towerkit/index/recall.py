@@ -65,6 +65,8 @@ def tune_for_recall(index: Index, queries, target_recall: float = 0.95, k: int =
     cheapest to most expensive) and `set_search_params(**setting)`: ScaNN (leaves searched,
     reorder depth), Annoy (`search_k`) and the portable index. The index is left set to the
     chosen setting (the most expensive one tried if none reaches the target, with a warning).
+    An index searching a small catalogue exhaustively (`Index.EXHAUSTIVE_MAX_FLOATS`) is switched
+    to its ANN structures first.
 
     Args:
         index: a built index with `tuning_grid` and `set_search_params`.
@@ -85,6 +87,8 @@ def tune_for_recall(index: Index, queries, target_recall: float = 0.95, k: int =
     if not hasattr(index, "tuning_grid") or not hasattr(index, "set_search_params"):
         raise ValueError(f"{type(index).__name__} has no search parameters to tune "
                          "(exact indexes always have recall 1).")
+    if getattr(index, "exhaustive", False):
+        index.set_exhaustive(False)  # tune the ANN structures, not the small-catalogue exact path
     reference = reference or exact_reference(index, k)
     queries = list(_batches(queries, 256))
     truth = [reference(b, k=k)[1].numpy() for b in queries]

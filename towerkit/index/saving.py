@@ -27,15 +27,39 @@ class _IndexModule(tf.Module):
         specs = {name: tf.TensorSpec(s.shape, s.dtype, name=name) for name, s in specs.items()}
         max_k = index.max_k
 
+        def checked(features):
+            # The raw SavedModel does not enforce the declared shapes (TF Serving and a raw
+            # signature call feed any shape): check each input's rank, naming it.
+            out = {}
+            for name, spec in specs.items():
+                value = features[name]
+                rank = spec.shape.rank
+                if rank is not None:
+                    # EnsureShape is a runtime check (a rank test on the declared shape would be
+                    # folded away at trace time); its error names the input.
+                    value = tf.ensure_shape(value, spec.shape, name=f"check_{name}_shape")
+                out[name] = value
+            return out
+
         def as_queries(features):
             return features[QUERIES_KEY] if single else features
+
+        known_fn = getattr(index.query_model, "known_queries", None)
+
+        def with_known(outputs, features):
+            # The query model can tell which queries it knows (e.g. user id in its vocabulary):
+            # report it, so a client can tell a fallback list from a personal one.
+            if callable(known_fn) and not single:
+                outputs["known_query"] = tf.reshape(known_fn(features), [-1])
+            return outputs
 
         # autograph=False: the serving code has no Python control flow on tensors (Keras converts
         # the query model's own `call`), and converting the index code is slow.
         @tf.function(input_signature=[specs], autograph=False)
         def serving_default(features):
+            features = checked(features)
             scores, ids = index.call(as_queries(features), k=max_k)
-            return {"ids": ids, "scores": scores}
+            return with_known({"ids": ids, "scores": scores}, features)
 
         @tf.function(input_signature=[specs, tf.TensorSpec([], tf.int32, name="k")],
                      autograph=False)
@@ -44,12 +68,13 @@ class _IndexModule(tf.Module):
                 tf.logical_and(k >= 1, k <= max_k),
                 [f"requested k must be in [1, max_k={max_k}]; got k =", k])]):
                 k = tf.identity(k)
+            features = checked(features)
             scores, ids = index.call(as_queries(features), k=k)
-            return {"ids": ids, "scores": scores}
+            return with_known({"ids": ids, "scores": scores}, features)
 
         @tf.function(input_signature=[specs], autograph=False)
         def query_embedding(features):
-            return {"embedding": index.query_embedding(as_queries(features))}
+            return {"embedding": index.query_embedding(as_queries(checked(features)))}
 
         self.serving_default = serving_default
         self.top_k = top_k
@@ -138,6 +163,13 @@ def save_index(index: Index, path: Union[str, os.PathLike],
         - `serving_default(**features) -> {"ids": [batch, max_k], "scores": [batch, max_k]}`
         - `top_k(**features, k: int32 []) -> {"ids": [batch, k], "scores": [batch, k]}`
             (`k` outside `[1, max_k]` fails with InvalidArgument naming both numbers).
+        - Both add `"known_query": bool [batch]` when the query model has
+            `known_queries(features)` (towerkit's towers and sequential query models do): False
+            marks a query the model does not know (unknown, empty or non-UTF-8 user id; a
+            history without a catalogue movie), whose results are generic fallbacks.
+        Query embeddings with NaN/Inf fail the request (InvalidArgument, CheckNumerics); an
+        input whose shape does not match its declared one fails with InvalidArgument naming
+        the input (EnsureShape: the raw SavedModel and TF Serving do not check shapes).
         - `query_embedding(**features) -> {"embedding": [batch, dim] or [batch, interests, dim]}`
 
     Without a query model the single input feature is `queries` (float32 embeddings).

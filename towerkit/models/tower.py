@@ -50,6 +50,11 @@ class Tower(tf.keras.layers.Layer):
         """The raw feature keys the tower reads."""
         return list(self.features.feature_names)
 
+    def known_queries(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """bool `[batch]`: True where every id feature of the row is in the tower's vocabularies
+        (False: the row's embedding comes from the out-of-vocabulary rows, i.e. a fallback)."""
+        return self.features.known_queries(inputs)
+
     def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         x = self.features(inputs)
         if self.mlp is not None:

@@ -5,8 +5,8 @@ the multi-interest recipes).
 """
 
 from towerkit.recipes.base import (IndexInputs, Recipe, available_recipes, get_recipe,
-                                   load_run, make_run_config, register_recipe,
-                                   write_run_config)
+                                   load_run, make_run_config, mark_run_complete,
+                                   register_recipe, write_run_config)
 
 # Importing the recipe modules registers them.
 from towerkit.recipes import dat, multi_interest, sequential, two_tower  # noqa: E402,F401
@@ -18,6 +18,7 @@ __all__ = [
     "get_recipe",
     "load_run",
     "make_run_config",
+    "mark_run_complete",
     "register_recipe",
     "write_run_config",
 ]

@@ -4,8 +4,9 @@ A recipe is a registered `Recipe` subclass. `towerkit train --model NAME` instan
 recipe registered under `NAME`, calls `train(config, run_dir)`, and later commands reload the
 run with `load_run(run_dir)` to `evaluate` it or to get its `index_inputs` for `towerkit export`.
 
-A run directory holds `run.json` (see `RUN_KEYS`) plus whatever the recipe saves (weights,
-vocabularies).
+A run directory holds `run.json` (see `RUN_KEYS`, plus the `state`/`files` completion record)
+and whatever the recipe saves (weights, vocabularies). Runs are trained in a staging directory,
+checkpointed, resumable and published atomically: see `towerkit.recipes.run_state`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import abc
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -20,6 +22,8 @@ from typing import Any, ClassVar, Optional, Union
 
 import numpy as np
 import tensorflow as tf
+
+from towerkit.recipes import run_state
 
 __all__ = [
     "IndexInputs",
@@ -30,6 +34,7 @@ __all__ = [
     "get_recipe",
     "load_run",
     "make_run_config",
+    "mark_run_complete",
     "register_recipe",
     "write_run_config",
 ]
@@ -112,13 +117,41 @@ class Recipe(abc.ABC):
     name: ClassVar[str] = ""
     default_epochs: ClassVar[int] = 3
 
+    def __init_subclass__(cls, **kwargs):
+        # Every recipe's own `train` runs through `run_state.train_atomically`: staging
+        # directory, completion record, atomic publish, `overwrite`/`resume`.
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("train")
+        if own is not None and not getattr(own, "_towerkit_atomic", False):
+            cls.train = _atomic(own)
+
+    def validate_config(self, config: dict) -> None:
+        """Checks `config` before any work starts; raises ValueError/TypeError naming the fix.
+
+        The base checks the `run.json` keys; recipes override it (calling `super()`) to check
+        their params (ranges, choices) and the dataset.
+        """
+        missing = [k for k in RUN_KEYS if k not in config]
+        if missing:
+            raise ValueError(f"Run config lacks {missing}; build it with make_run_config().")
+        if not isinstance(config["dataset"], str) or not config["dataset"]:
+            raise ValueError(f"dataset must be a TFDS name such as 'movielens/100k-ratings', "
+                             f"got {config['dataset']!r}.")
+
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Adds recipe-specific flags; their parsed values become `config["params"]`."""
 
     @abc.abstractmethod
     def train(self, config: dict, run_dir: pathlib.Path) -> dict:
-        """Trains on `config`, writes the run to `run_dir`, returns the final metrics."""
+        """Trains on `config`, writes the run to `run_dir`, returns the final metrics.
+
+        Subclasses implement `train(config, run_dir)` writing into the directory they are
+        given (a staging directory) and train through `run_state.fit_resumable`; callers get
+        the wrapped form `train(config, run_dir, *, overwrite=False, resume=False,
+        checkpoint_every=None)`, which validates `run_dir` and the config (`validate_config`)
+        first, then publishes the finished run atomically (see `towerkit.recipes.run_state`).
+        """
 
     @abc.abstractmethod
     def evaluate(self, run_dir: PathLike, split: str = "test",
@@ -128,6 +161,24 @@ class Recipe(abc.ABC):
     @abc.abstractmethod
     def index_inputs(self, run_dir: PathLike) -> IndexInputs:
         """Returns what `towerkit export` needs to index and serve the run."""
+
+
+def _atomic(train):
+    @functools.wraps(train)
+    def wrapper(self, config: dict, run_dir, *, overwrite: bool = False,
+                resume: bool = False, checkpoint_every: Optional[int] = None) -> dict:
+        if getattr(self, "_towerkit_training", False):  # super().train inside a recipe's train
+            return train(self, config, pathlib.Path(run_dir))
+        self._towerkit_training = True
+        try:
+            return run_state.train_atomically(self, train, config, run_dir,
+                                              overwrite=overwrite, resume=resume,
+                                              checkpoint_every=checkpoint_every)
+        finally:
+            self._towerkit_training = False
+
+    wrapper._towerkit_atomic = True
+    return wrapper
 
 
 _REGISTRY: dict[str, type] = {}
@@ -198,13 +249,24 @@ def make_run_config(recipe: str, dataset: str, data_dir: Optional[PathLike] = No
 
 
 def write_run_config(run_dir: PathLike, config: dict) -> pathlib.Path:
-    """Writes `config` to `run_dir/run.json` (creating `run_dir`) and returns the file path."""
+    """Writes `config` to `run_dir/run.json` (creating `run_dir`) and returns the file path.
+
+    A `state` record already in the file is kept (a recipe rewriting its config while it
+    trains does not mark the run complete or unfinished); `mark_run_complete` sets it.
+    """
     missing = [k for k in RUN_KEYS if k not in config]
     if missing:
         raise ValueError(f"Run config lacks {missing}; build it with make_run_config().")
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RUN_FILE
+    config = {k: v for k, v in config.items() if k not in run_state.STATE_KEYS}
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            existing = {}
+        config.update({k: existing[k] for k in run_state.STATE_KEYS if k in existing})
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
@@ -221,9 +283,19 @@ def load_run(run_dir: PathLike) -> tuple:
       `(recipe, config)`: an instance of the run's recipe and the `run.json` dict.
 
     Raises:
-      ValueError: `run_dir` has no readable `run.json`, or names an unknown recipe.
+      ValueError: `run_dir` has no readable `run.json`, names an unknown recipe, is not a
+        complete run (unfinished: resume it; no completion record: retrain it), or a file of
+        the run is missing, truncated or modified (the message names the file).
     """
     path = pathlib.Path(run_dir) / RUN_FILE
+    if pathlib.Path(run_dir).exists() and not pathlib.Path(run_dir).is_dir():
+        raise ValueError(f"{run_dir} is a file, not a run directory; pass the directory "
+                         "written by `towerkit train --out`.")
+    if not path.is_file() and (run_state.staging_dir(run_dir) / RUN_FILE).is_file():
+        raise ValueError(
+            f"{run_dir} has not finished training (an unfinished run is staged at "
+            f"{run_state.staging_dir(run_dir)}): finish it with `towerkit train --resume "
+            f"{run_dir}`.")
     if not path.is_file():
         raise ValueError(
             f"{run_dir} is not a towerkit run: {path} is missing. Create one with "
@@ -236,4 +308,9 @@ def load_run(run_dir: PathLike) -> tuple:
         raise ValueError(f"{path} has no 'recipe' key; it is not a towerkit run config.")
     import towerkit.recipes  # noqa: F401  (registers the built-in recipes)
 
-    return get_recipe(config["recipe"])(), config
+    recipe = get_recipe(config["recipe"])()
+    run_state.check_run_complete(run_dir, config)
+    return recipe, config
+
+
+mark_run_complete = run_state.mark_run_complete

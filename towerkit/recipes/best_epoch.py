@@ -54,3 +54,17 @@ class BestEpoch(tf.keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._best_weights is not None:
             self.model.set_weights(self._best_weights)
+
+    def get_state(self) -> dict:
+        """The state a resumed run needs (`towerkit.recipes.run_state.fit_resumable`)."""
+        state = {"best_epoch": self.best_epoch, "best_score": self.best_score,
+                 "scores": list(self.scores)}
+        if self._best_weights is not None:
+            state["array:best_weights"] = list(self._best_weights)
+        return state
+
+    def set_state(self, state: dict) -> None:
+        """Restores `get_state()` (instead of `on_train_begin`'s reset) on resume."""
+        self.best_epoch, self.best_score = int(state["best_epoch"]), float(state["best_score"])
+        self.scores = [float(s) for s in state["scores"]]
+        self._best_weights = state.get("array:best_weights")

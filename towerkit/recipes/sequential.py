@@ -57,8 +57,10 @@ import tensorflow_recommenders as tfrs
 
 from towerkit.data.sequential_protocol import SequentialProtocol
 from towerkit.evaluation import evaluate_topn, popularity_topn, top_n_items
+from towerkit import _validation as check
 from towerkit.recipes.base import IndexInputs, Recipe, register_recipe, write_run_config
 from towerkit.recipes.best_epoch import BestEpoch
+from towerkit.recipes.run_state import epoch_seed, fit_resumable
 from towerkit.tasks.retrieval import Retrieval
 from towerkit.tasks.sampled_softmax import SampledSoftmax
 from towerkit.towers.gru import GRUTower
@@ -81,6 +83,13 @@ def load_protocol(config: dict) -> SequentialProtocol:
     name = dataset.split("/", 1)[1] if dataset.startswith("movielens/") else dataset
     return SequentialProtocol.from_tfds(name, data_dir=config.get("data_dir"),
                                         max_history=int(config["params"].get("max_history", 20)))
+
+
+def _check_movielens(config: dict) -> None:
+    dataset = config["dataset"]
+    if not (dataset.startswith("movielens/") and dataset.endswith("-ratings")):
+        raise ValueError(f"The sequential recipes train on a MovieLens ratings config such as "
+                         f"'movielens/1m-ratings'; got --dataset {dataset!r}.")
 
 
 def tower_user_features(tower) -> set:
@@ -218,6 +227,14 @@ class ServingQueryModel(tf.keras.Model):
         self.model = query_model
         self.max_history = max_history
 
+    def known_queries(self, inputs) -> tf.Tensor:
+        """bool `[batch]`: True where the history holds at least one catalogue movie within
+        `history_length` (False: an empty or all-unknown history, answered as a fallback)."""
+        ids = self.lookup(tf.convert_to_tensor(inputs["history"]))
+        length = tf.cast(tf.reshape(inputs["history_length"], [-1, 1]), tf.int64)
+        inside = tf.range(tf.shape(ids, out_type=tf.int64)[1])[tf.newaxis, :] < length
+        return tf.reduce_any(tf.logical_and(inside, ids > 0), axis=1)
+
     def call(self, inputs, training: bool = False):
         history = tf.convert_to_tensor(inputs["history"])
         if history.dtype != tf.string:
@@ -258,16 +275,16 @@ class SequentialRecipe(Recipe):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--embedding-dim", type=int, default=64)
-        parser.add_argument("--max-history", type=int, default=20)
-        parser.add_argument("--batch-size", type=int, default=256)
-        parser.add_argument("--learning-rate", type=float, default=1e-3)
+        parser.add_argument("--embedding-dim", type=check.positive_int, default=64)
+        parser.add_argument("--max-history", type=check.positive_int, default=20)
+        parser.add_argument("--batch-size", type=check.positive_int, default=256)
+        parser.add_argument("--learning-rate", type=check.positive_float, default=1e-3)
         parser.add_argument("--loss", choices=LOSSES, default="full",
                             help="full softmax over the catalogue, sampled softmax with logQ, "
                                  "or in-batch softmax with logQ (default: %(default)s)")
-        parser.add_argument("--num-negatives", type=int, default=500,
+        parser.add_argument("--num-negatives", type=check.positive_int, default=500,
                             help="negatives per batch for --loss sampled")
-        parser.add_argument("--temperature", type=float, default=1.0)
+        parser.add_argument("--temperature", type=check.positive_float, default=1.0)
         parser.add_argument("--l2-normalize", action="store_true",
                             help="cosine scores (use with --temperature ~0.05-0.2)")
         parser.add_argument("--separate-candidate-embeddings", action="store_true",
@@ -300,6 +317,16 @@ class SequentialRecipe(Recipe):
         if params["loss"] not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {params['loss']!r}.")
         return params
+
+    def validate_config(self, config: dict) -> None:
+        """Checks the common params' types and ranges and the dataset, before any work."""
+        super().validate_config(config)
+        params = self.resolve_params(config)
+        for name in ("embedding_dim", "max_history", "batch_size", "num_negatives"):
+            check.check_int(name, params[name])
+        for name in ("learning_rate", "temperature"):
+            check.check_float(name, params[name], low=0)
+        _check_movielens(config)
 
     def build_task(self, params: dict, protocol: SequentialProtocol):
         if params["loss"] == "inbatch":
@@ -370,11 +397,14 @@ class SequentialRecipe(Recipe):
         model = self.build_model(params, protocol)
         model.compile(optimizer=tf.keras.optimizers.Adam(params["learning_rate"]),
                       steps_per_execution=32)
-        data = protocol.train_dataset(int(params["batch_size"]), seed=int(config["seed"]))
         stopper = self.early_stopping(params, model, protocol)
         start = time.perf_counter()
-        history = model.fit(data, epochs=int(config["epochs"]), verbose=0,
-                            callbacks=[stopper] if stopper is not None else None)
+        # One fixed order per epoch (seeded by run seed and epoch), so a resumed run sees the
+        # batches an uninterrupted one would.
+        history = fit_resumable(
+            model, lambda epoch: protocol.train_dataset(
+                int(params["batch_size"]), seed=epoch_seed(config["seed"], epoch)),
+            int(config["epochs"]), run_dir, callbacks=[stopper] if stopper is not None else ())
         train_seconds = time.perf_counter() - start
         write_run_config(run_dir, config)
         self._checkpoint(model).write(str(run_dir / "weights" / "ckpt"))
@@ -385,7 +415,7 @@ class SequentialRecipe(Recipe):
         metrics = {f"valid_{k}": v for k, v in
                    _metrics(protocol, "valid", self.top_n(model, protocol, "valid")).items()}
         metrics["train_seconds"] = train_seconds
-        metrics["final_loss"] = float(history.history["loss"][-1])
+        metrics["final_loss"] = float(history["loss"][-1])
         if stopper is not None:
             # `train_seconds` then includes the per-epoch valid scoring.
             metrics["best_epoch"] = stopper.best_epoch
@@ -555,6 +585,10 @@ class PopularityRecipe(Recipe):
 
     name = "popularity"
     default_epochs = 1
+
+    def validate_config(self, config: dict) -> None:
+        super().validate_config(config)
+        _check_movielens(config)
 
     def train(self, config: dict, run_dir: pathlib.Path) -> dict:
         run_dir = pathlib.Path(run_dir)

@@ -26,12 +26,15 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from towerkit.data import Vocabulary, load_columns, take_rows, tfrs_tutorial_split
+from towerkit import _validation as check
+from towerkit.data import (Vocabulary, feature_names, load_columns, take_rows,
+                           tfrs_tutorial_split)
 from towerkit.features import (FeatureSet, IdEmbedding, NormalizedNumeric, TextEmbedding,
                                TimestampEmbedding)
 from towerkit.models import MLP, Tower, TwoTowerModel
 from towerkit.recipes.base import (IndexInputs, Recipe, load_run, register_recipe,
                                    write_run_config)
+from towerkit.recipes.run_state import epoch_seed, fit_resumable
 from towerkit.tasks import Retrieval
 
 __all__ = ["TwoTowerRecipe", "QUERY_FEATURES", "CANDIDATE_FEATURES", "build_towers"]
@@ -189,21 +192,24 @@ class TwoTowerRecipe(Recipe):
         d = DEFAULT_PARAMS
         parser.add_argument("--features", choices=sorted(QUERY_FEATURES), default=d["features"],
                             help="feature set (default: %(default)s)")
-        parser.add_argument("--embedding-dim", type=int, default=d["embedding_dim"])
+        parser.add_argument("--embedding-dim", type=check.positive_int, default=d["embedding_dim"])
         parser.add_argument("--layers", default=d["layers"],
                             help="dense layer sizes of both towers, e.g. '64,32' (default: none)")
         parser.add_argument("--optimizer", choices=("adagrad", "adam"), default=d["optimizer"])
-        parser.add_argument("--learning-rate", type=float, default=d["learning_rate"])
-        parser.add_argument("--batch-size", type=int, default=d["batch_size"])
-        parser.add_argument("--temperature", type=float, default=d["temperature"])
+        parser.add_argument("--learning-rate", type=check.positive_float,
+                            default=d["learning_rate"])
+        parser.add_argument("--batch-size", type=check.positive_int, default=d["batch_size"])
+        parser.add_argument("--temperature", type=check.positive_float, default=d["temperature"])
         parser.add_argument("--logq", action=argparse.BooleanOptionalAction, default=d["logq"],
                             help="logQ correction from training item frequencies (default: on; "
                                  "top-100 accuracy 0.24 -> 0.39 on 100k, see benchmarks/parity)")
         parser.add_argument("--remove-accidental-hits", action=argparse.BooleanOptionalAction,
                             default=d["remove_accidental_hits"],
                             help="mask in-batch negatives equal to the positive (default: on)")
-        parser.add_argument("--hard-negatives", type=int, default=d["hard_negatives"])
-        parser.add_argument("--train-fraction", type=float, default=d["train_fraction"])
+        parser.add_argument("--hard-negatives", type=check.positive_int,
+                            default=d["hard_negatives"])
+        parser.add_argument("--train-fraction", type=check.open_fraction,
+                            default=d["train_fraction"])
 
     # -- helpers ---------------------------------------------------------------------------
     @staticmethod
@@ -216,24 +222,59 @@ class TwoTowerRecipe(Recipe):
                              f"{sorted(DEFAULT_PARAMS)}.")
         return params
 
+    def validate_config(self, config: dict) -> None:
+        """Checks every param's type and range, the dataset and its columns, before any work."""
+        super().validate_config(config)
+        params = self._params(config)
+        if params["features"] not in QUERY_FEATURES:
+            raise ValueError(f"features must be one of {sorted(QUERY_FEATURES)}, got "
+                             f"{params['features']!r}.")
+        check.check_int("embedding_dim", params["embedding_dim"])
+        check.check_int("batch_size", params["batch_size"])
+        for size in _layer_sizes(params["layers"]):
+            check.check_int("layers (each size)", size)
+        if params["optimizer"] not in ("adagrad", "adam"):
+            raise ValueError(f"optimizer must be 'adagrad' or 'adam', got {params['optimizer']!r}.")
+        check.check_float("learning_rate", params["learning_rate"], low=0)
+        if params["temperature"] is not None:
+            check.check_float("temperature", params["temperature"], low=0)
+        if params["hard_negatives"] is not None:
+            check.check_int("hard_negatives", params["hard_negatives"])
+        check.check_float("train_fraction", params["train_fraction"], low=0, high=1,
+                          high_open=True)
+        dataset = config["dataset"]
+        if not (dataset.startswith("movielens/") and dataset.endswith("-ratings")):
+            raise ValueError(f"The two_tower recipe trains on a MovieLens ratings config such as "
+                             f"'movielens/100k-ratings'; got --dataset {dataset!r}.")
+        needed = set(QUERY_FEATURES[params["features"]]) | {CANDIDATE_ID, TITLE}
+        missing = sorted(needed - set(feature_names(dataset, config.get("data_dir"))))
+        if missing:
+            raise ValueError(f"--features {params['features']} needs the columns {missing}, "
+                             f"which {dataset} lacks; use --features basic or "
+                             "movielens/100k-ratings.")
+
     def _load_towers(self, run_dir: pathlib.Path, data: _Data, params: dict) -> tuple:
         run_dir = pathlib.Path(run_dir)
         for name in ("query_tower.json", "candidate_tower.json"):
             if not (run_dir / name).is_file():
                 raise ValueError(f"{run_dir} lacks {name}; it is not a finished two_tower run "
                                  "(train it again).")
-        query_tower = tf.keras.layers.deserialize(json.loads((run_dir / "query_tower.json")
-                                                             .read_text()))
-        candidate_tower = tf.keras.layers.deserialize(
-            json.loads((run_dir / "candidate_tower.json").read_text()))
+        query_tower = _deserialize(run_dir / "query_tower.json")
+        candidate_tower = _deserialize(run_dir / "candidate_tower.json")
         test = data.split("test")
         query_tower(_tensor_dict({k: v[:2] for k, v in test.items()},
                                  QUERY_FEATURES[params["features"]]))
         candidate_tower({k: tf.constant(v[:2]) for k, v in
                          data.candidate_features(CANDIDATE_FEATURES[params["features"]]).items()})
         checkpoint = tf.train.Checkpoint(query_tower=query_tower, candidate_tower=candidate_tower)
-        status = checkpoint.read(str(run_dir / "weights" / "towers"))
-        status.assert_existing_objects_matched()
+        try:
+            status = checkpoint.read(str(run_dir / "weights" / "towers"))
+            status.assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
+            raise ValueError(f"Cannot read the weights of run {run_dir} from "
+                             f"{run_dir / 'weights'} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}); retrain the run with "
+                             "`towerkit train --overwrite`.") from e
         return query_tower, candidate_tower
 
     # -- contract ----------------------------------------------------------------------------
@@ -262,11 +303,16 @@ class TwoTowerRecipe(Recipe):
                      if params["optimizer"] == "adagrad"
                      else tf.keras.optimizers.Adam(params["learning_rate"]))
         model.compile(optimizer=optimizer)
-        train_ds = (tf.data.Dataset.from_tensor_slices(_tensor_dict(train, keys))
-                    .shuffle(len(train["user_id"]), seed=int(config["seed"]),
-                             reshuffle_each_iteration=True)
-                    .batch(int(params["batch_size"])).prefetch(tf.data.AUTOTUNE))
-        history = model.fit(train_ds, epochs=int(config["epochs"]), verbose=2)
+        examples = tf.data.Dataset.from_tensor_slices(_tensor_dict(train, keys))
+        num_train, batch_size = len(train["user_id"]), int(params["batch_size"])
+
+        def epoch_batches(epoch: int) -> tf.data.Dataset:
+            # A fixed order per epoch, so a resumed run sees the same batches.
+            return (examples.shuffle(num_train, seed=epoch_seed(config["seed"], epoch),
+                                     reshuffle_each_iteration=False)
+                    .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+        history = fit_resumable(model, epoch_batches, int(config["epochs"]), run_dir, verbose=2)
 
         (run_dir / "query_tower.json").write_text(json.dumps(
             tf.keras.layers.serialize(query_tower), default=_json_default))
@@ -275,7 +321,7 @@ class TwoTowerRecipe(Recipe):
         tf.train.Checkpoint(query_tower=query_tower, candidate_tower=candidate_tower).write(
             str(run_dir / "weights" / "towers"))
         metrics = self._evaluate(query_tower, candidate_tower, data, params, "test")
-        metrics["train_loss"] = float(history.history["loss"][-1])
+        metrics["train_loss"] = float(history["loss"][-1])
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return metrics
 
@@ -329,6 +375,15 @@ class TwoTowerRecipe(Recipe):
             candidate_titles=data.candidate_titles,
             tuning_queries={k: v[8:508] for k, v in test_queries.items()},
         )
+
+
+def _deserialize(path: pathlib.Path):
+    """A tower from its Keras config file; a damaged file gives a message naming it."""
+    try:
+        return tf.keras.layers.deserialize(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"Cannot read the tower config {path} ({type(e).__name__}: {e}); the run "
+                         "is damaged: retrain it with `towerkit train --overwrite`.") from e
 
 
 def _json_default(value):

@@ -1,7 +1,7 @@
 """towerkit.serving: TensorFlow Serving exports, servability checks and clients.
 
 - `export(index_or_model, model_base_path, version=None, ...)`: versioned, atomic SavedModel with
-  warmup records.
+  warmup records; `clean_stale_exports(base)` removes what crashed exports left.
 - `check(path)`: can stock `tensorflow/serving` load and run it? (`towerkit check-export`).
 - `Client(url, model_name)`: REST or gRPC client returning `Recommendations(ids, scores)`;
   `LocalModel(path)` gives the same result from an export loaded in this process.
@@ -9,14 +9,15 @@
 
 from towerkit.serving.check import CheckReport, check
 from towerkit.serving.client import Client
-from towerkit.serving.export import export, versions
+from towerkit.serving.export import clean_stale_exports, export, versions
 from towerkit.serving.local_model import LocalModel
 from towerkit.serving.recommendations import (InvalidRequestError, ModelNotFoundError,
                                               Recommendations, ServerUnavailableError,
                                               ServingError, ServingTimeoutError)
 
 __all__ = [
-    "CheckReport", "Client", "InvalidRequestError", "LocalModel", "ModelNotFoundError",
+    "CheckReport", "Client", "clean_stale_exports", "InvalidRequestError", "LocalModel",
+    "ModelNotFoundError",
     "Recommendations", "ServerUnavailableError", "ServingError", "ServingTimeoutError", "check",
     "export", "versions",
 ]

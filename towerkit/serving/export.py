@@ -1,8 +1,10 @@
 """Versioned, atomic SavedModel exports for TensorFlow Serving, with warmup records."""
 
+import logging
 import os
 import pathlib
 import shutil
+import time
 import uuid
 
 import numpy as np
@@ -14,6 +16,59 @@ from towerkit.serving import signatures as signatures_lib
 from towerkit.serving import warmup as warmup_lib
 
 _TMP_PREFIX = ".towerkit-tmp-"
+_LOG = logging.getLogger("towerkit.serving")
+#: A temporary export directory without a recorded process older than this is stale.
+STALE_AFTER_SECONDS = 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_exports(model_base_path) -> dict:
+    """Removes the temporary directories that crashed or killed exports left in a base path.
+
+    An export builds its version in `<base>/.towerkit-tmp-<version>-p<pid>-<hex>` and renames it
+    into place; a crash or kill leaves that directory behind (as large as the model). It is
+    stale when its process no longer runs (or, for names without a process id, when it is older
+    than `STALE_AFTER_SECONDS`). `export` calls this before writing.
+
+    Args:
+      model_base_path: The model's base path.
+
+    Returns:
+      `{"removed": [paths], "removed_bytes": int, "in_progress": [paths]}`; `in_progress` lists
+      temporary directories of exports that still run (left alone).
+    """
+    base = pathlib.Path(model_base_path)
+    report = {"removed": [], "removed_bytes": 0, "in_progress": []}
+    if not base.is_dir():
+        return report
+    for path in sorted(base.glob(_TMP_PREFIX + "*")):
+        if not path.is_dir():
+            continue
+        parts = path.name[len(_TMP_PREFIX):].split("-")
+        pid = next((int(p[1:]) for p in parts if p.startswith("p") and p[1:].isdigit()), None)
+        if pid is not None:
+            stale = pid != os.getpid() and not _pid_alive(pid)
+        else:
+            stale = time.time() - path.stat().st_mtime > STALE_AFTER_SECONDS
+        if not stale:
+            report["in_progress"].append(str(path))
+            continue
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        shutil.rmtree(path, ignore_errors=True)
+        report["removed"].append(str(path))
+        report["removed_bytes"] += size
+        _LOG.warning("removed %s (%.1f MB), left by an export that did not finish", path,
+                     size / 1e6)
+    return report
 
 
 def versions(model_base_path) -> list:
@@ -41,6 +96,8 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
 
     The SavedModel is built in a hidden temporary directory inside `model_base_path` (same file
     system) and renamed into place, so a server polling the base path never sees a partial version.
+    Temporary directories left by exports that crashed are removed first (`clean_stale_exports`,
+    logged as a warning).
     Signatures (see `towerkit.index.save_index`): `serving_default(**query_features) -> {ids,
     scores}` with `max_k` results, `top_k(**query_features, k)` for a smaller `k`, and
     `query_embedding(**query_features) -> {embedding}`.
@@ -90,6 +147,7 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
         signatures_lib.validate_inputs(_declared_signature(query_signature), warmup_queries,
                                        what="warmup_queries")
     base.mkdir(parents=True, exist_ok=True)
+    clean_stale_exports(base)
     if version is None:
         existing = versions(base)
         version = existing[-1] + 1 if existing else 1
@@ -97,7 +155,7 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
     if target.exists():
         raise ValueError(f"{target} already exists: TF Serving versions are immutable. Export "
                          f"with version=None (next is {versions(base)[-1] + 1}) or a new number.")
-    tmp = base / f"{_TMP_PREFIX}{version}-{uuid.uuid4().hex}"
+    tmp = base / f"{_TMP_PREFIX}{version}-p{os.getpid()}-{uuid.uuid4().hex}"
     try:
         if isinstance(index_or_model, (str, os.PathLike)):
             shutil.copytree(source, tmp)

@@ -12,10 +12,14 @@ class Recommendations:
     Attributes:
       ids: np.ndarray [batch, k]. Candidate ids: `str` for string ids, int64 for integer ids.
       scores: np.ndarray [batch, k] float32. Scores, best first.
+      known_query: Optional np.ndarray [batch] bool, when the export reports it: False marks a
+        query the model does not know (e.g. an unknown or empty user id), whose results are
+        generic fallbacks rather than personal recommendations.
     """
 
     ids: np.ndarray
     scores: np.ndarray
+    known_query: "np.ndarray | None" = None
 
     @classmethod
     def from_outputs(cls, outputs: dict) -> "Recommendations":
@@ -38,7 +42,9 @@ class Recommendations:
         scores = np.asarray(outputs["scores"], dtype=np.float32)
         if ids.shape != scores.shape:
             raise ValueError(f"ids {ids.shape} and scores {scores.shape} differ in shape.")
-        return cls(ids=ids, scores=scores)
+        known = outputs.get("known_query")
+        known = None if known is None else np.asarray(known, dtype=bool).reshape(-1)
+        return cls(ids=ids, scores=scores, known_query=known)
 
     def rows(self, index: int = 0) -> list:
         """Returns `[(rank, id, score), ...]` for one query, rank starting at 1."""

@@ -1,0 +1,100 @@
+"""Shared checks for user input: argparse types and plain-Python validators.
+
+Each raises (or, as an argparse `type`, makes argparse report) a one-line message naming the
+input and the accepted range, before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Optional
+
+import numpy as np
+
+
+def check_int(name: str, value, minimum: Optional[int] = 1) -> int:
+    """Returns `value` as an int; raises ValueError/TypeError naming `name` and the range."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}.")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    return value
+
+
+def check_float(name: str, value, low: Optional[float] = None, high: Optional[float] = None,
+                low_open: bool = True, high_open: bool = False) -> float:
+    """Returns `value` as a finite float inside the given range, else raises naming `name`.
+
+    `low_open`/`high_open` make the bounds exclusive (default: `(low, high]`).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}.")
+    if low is not None and (value <= low if low_open else value < low) or (
+            high is not None and (value >= high if high_open else value > high)):
+        lo = "" if low is None else f"{'(' if low_open else '['}{low:g}"
+        hi = "" if high is None else f"{high:g}{')' if high_open else ']'}"
+        rng = (f"in {lo}, {hi}" if low is not None and high is not None
+               else (f"> {low:g}" if low_open else f">= {low:g}") if low is not None
+               else (f"< {high:g}" if high_open else f"<= {high:g}"))
+        raise ValueError(f"{name} must be {rng}, got {value:g}.")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def unit_fraction(text: str) -> float:
+    """argparse type: a number in (0, 1] (a recall target)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not (0 < value <= 1):
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """argparse type: a number in (0, 1) (a split share)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not (0 < value < 1):
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
