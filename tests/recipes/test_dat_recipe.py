@@ -2,6 +2,7 @@
 with every index kind, recommend, and the export answering in a TensorFlow-only process."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -131,3 +132,28 @@ def test_first_genre_assignment_and_bad_params():
     with pytest.raises(ValueError, match="at least one tower layer"):
         dat.build_dat_towers({**dat.DEFAULT_PARAMS, "layers": ""}, {}, np.array([b"1"]),
                              np.array([b"t"]))
+
+
+def test_unknown_users_are_flagged_by_known_queries(run):
+    # The export's `known_query` output reads the query tower's `known_queries`: a user id
+    # outside the vocabulary (and so the zero OOV augmented row) is flagged, a training user is not.
+    query_tower, _, data, _ = recipes.get_recipe("dat")().restore(run)
+    known_user = data.split("train")["user_id"][0]
+    flags = query_tower.known_queries(
+        {"user_id": tf.constant([known_user, b"no-such-user", b""])}).numpy()
+    np.testing.assert_array_equal(flags, [True, False, False])
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--cal-weight", "-1", "cal_weight must be >= 0, got -1"),
+    ("--temperature", "0", "temperature must be > 0, got 0"),
+    ("--validation-fraction", "1", r"validation_fraction must be in \[0, 1\), got 1"),
+])
+def test_bad_params_are_refused_before_any_work(flag, value, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "dat", "--dataset", "movielens/100k-ratings",
+                 "--out", str(out), flag, value]) != 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert re.search(message, err), err
+    assert not out.exists() and not list(tmp_path.iterdir())   # nothing written

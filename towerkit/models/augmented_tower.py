@@ -95,6 +95,14 @@ class AugmentedTower(tf.keras.layers.Layer):
             names.add(self.augment_key)
         return sorted(names)
 
+    def known_queries(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """bool `[batch]`: True where every id feature is in the tower's vocabularies (False:
+        the row's embeddings, augmented vector included, come from out-of-vocabulary rows)."""
+        known = self.features.known_queries(inputs)
+        if self.augment is not None and hasattr(self.augment, "is_known"):
+            known = tf.logical_and(known, self.augment.is_known(inputs[self.augment_key]))
+        return known
+
     def augmented_vector(self, inputs: Mapping[str, tf.Tensor]) -> Optional[tf.Tensor]:
         """The augmented vectors `a` `[batch, dim]` of the inputs' ids (None without augment)."""
         if self.augment is None:

@@ -43,18 +43,22 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from towerkit.data import Vocabulary
+from towerkit import _validation as check
+from towerkit.data import Vocabulary, feature_names
 from towerkit.features import IdEmbedding
 from towerkit.models import MLP, AugmentedTower, DualAugmentedTwoTowerModel
-from towerkit.recipes.base import IndexInputs, load_run, register_recipe, write_run_config
+from towerkit.recipes.base import (IndexInputs, Recipe, load_run, register_recipe,
+                                   write_run_config)
+from towerkit.recipes.run_state import epoch_seed, fit_resumable
 from towerkit.recipes.two_tower import (_DTYPES, CANDIDATE_FEATURES, CANDIDATE_ID,
                                         QUERY_FEATURES, TwoTowerRecipe, _column, _Data, _embed,
-                                        _json_default, _layer_sizes, _tensor_dict, build_towers)
+                                        TITLE, _json_default, _layer_sizes, _tensor_dict,
+                                        build_towers)
 from towerkit.tasks import Retrieval
 
 __all__ = ["DatRecipe", "GENRE", "first_genres"]
@@ -161,6 +165,13 @@ class DatRecipe(TwoTowerRecipe):
     name = "dat"
     default_epochs = 3
 
+    def __init__(self, callbacks: Sequence[tf.keras.callbacks.Callback] = ()):
+        """Args:
+          callbacks: Keras callbacks spanning the whole training (e.g. to watch the augmented
+            vectors); the CLI passes none.
+        """
+        self.callbacks = list(callbacks)
+
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         d = DEFAULT_PARAMS
@@ -197,6 +208,39 @@ class DatRecipe(TwoTowerRecipe):
         parser.add_argument("--amm-item-weight", type=float, default=d["amm_item_weight"])
         parser.add_argument("--cal-weight", type=float, default=d["cal_weight"])
 
+    def validate_config(self, config: dict) -> None:
+        """Checks every param's type and range, the dataset and its columns, before any work."""
+        Recipe.validate_config(self, config)
+        params = self._params(config)
+        if params["features"] not in QUERY_FEATURES:
+            raise ValueError(f"features must be one of {sorted(QUERY_FEATURES)}, got "
+                             f"{params['features']!r}.")
+        check.check_int("embedding_dim", params["embedding_dim"])
+        check.check_int("batch_size", params["batch_size"])
+        for size in _layer_sizes(params["layers"]):
+            check.check_int("layers (each size)", size)
+        if params["optimizer"] not in ("adagrad", "adam"):
+            raise ValueError(f"optimizer must be 'adagrad' or 'adam', got {params['optimizer']!r}.")
+        check.check_float("learning_rate", params["learning_rate"], low=0)
+        check.check_float("temperature", params["temperature"], low=0)
+        check.check_float("train_fraction", params["train_fraction"], low=0, high=1,
+                          high_open=True)
+        check.check_float("validation_fraction", params["validation_fraction"], low=0, high=1,
+                          low_open=False, high_open=True)
+        for key in ("amm_user_weight", "amm_item_weight", "cal_weight"):
+            check.check_float(key, params[key], low=0, low_open=False)
+        dataset = config["dataset"]
+        if not (dataset.startswith("movielens/") and dataset.endswith("-ratings")):
+            raise ValueError(f"The dat recipe trains on a MovieLens ratings config such as "
+                             f"'movielens/100k-ratings'; got --dataset {dataset!r}.")
+        needed = (set(QUERY_FEATURES[params["features"]])
+                  | {CANDIDATE_ID, TITLE, "movie_genres"})
+        missing = sorted(needed - set(feature_names(dataset, config.get("data_dir"))))
+        if missing:
+            raise ValueError(f"--model dat --features {params['features']} needs the columns "
+                             f"{missing}, which {dataset} lacks; use --features basic or "
+                             "movielens/100k-ratings.")
+
     @staticmethod
     def _params(config: dict) -> dict:
         params = dict(DEFAULT_PARAMS)
@@ -231,15 +275,19 @@ class DatRecipe(TwoTowerRecipe):
             cal_weight=float(params["cal_weight"]), category_key=GENRE,
             num_categories=data.num_categories, candidate_id_key=CANDIDATE_ID)
 
-    def training_dataset(self, config: dict, data: _DatData) -> tf.data.Dataset:
-        """Shuffled training batches (with sampled negatives for `--loss bce`)."""
+    def training_dataset(self, config: dict, data: _DatData, epoch: int = 0) -> tf.data.Dataset:
+        """Epoch `epoch`'s training batches (with sampled negatives for `--loss bce`).
+
+        The order and the negatives are fixed by the run seed and the epoch
+        (`run_state.epoch_seed`), so a resumed run sees the batches an uninterrupted one would.
+        """
         params = self._params(config)
         train = data.split("train")
         keys = sorted(set(QUERY_FEATURES[params["features"]])
                       | set(CANDIDATE_FEATURES[params["features"]]) | {GENRE})
-        seed = int(config["seed"])
+        seed = epoch_seed(config["seed"], epoch)
         ds = (tf.data.Dataset.from_tensor_slices(_tensor_dict(train, keys))
-              .shuffle(len(train[QUERY_ID]), seed=seed, reshuffle_each_iteration=True)
+              .shuffle(len(train[QUERY_ID]), seed=seed, reshuffle_each_iteration=False)
               .batch(int(params["batch_size"])))
         if params["loss"] == "bce":
             catalogue = {k: tf.constant(v) for k, v in data.candidate_features(
@@ -247,22 +295,21 @@ class DatRecipe(TwoTowerRecipe):
             num_items = len(data.candidate_ids)
             num_negatives = int(params["num_negatives"])
 
-            def add_negatives(batch):
-                rows = tf.random.uniform([tf.shape(batch[QUERY_ID])[0], num_negatives],
-                                         maxval=num_items, dtype=tf.int64, seed=seed)
+            def add_negatives(index, batch):
+                rows = tf.random.stateless_uniform(
+                    [tf.shape(batch[QUERY_ID])[0], num_negatives], seed=[seed, index],
+                    maxval=num_items, dtype=tf.int64)
                 return {**batch, "negatives": {k: tf.gather(v, rows)
                                                for k, v in catalogue.items()}}
 
-            ds = ds.map(add_negatives)
+            ds = ds.enumerate().map(add_negatives)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def train(self, config: dict, run_dir: pathlib.Path, callbacks=None) -> dict:
+    def train(self, config: dict, run_dir: pathlib.Path) -> dict:
         """Trains, saves the run, returns test metrics (and `valid_*` ones with a valid split).
 
-        Args:
-          config: The run config (`make_run_config("dat", ...)`).
-          run_dir: Where to write the run.
-          callbacks: Optional Keras callbacks for `fit` (e.g. to watch the augmented vectors).
+        Training runs through `run_state.fit_resumable` (checkpoints, `--resume`), with the
+        recipe's `callbacks` spanning the whole training.
         """
         params = self._params(config)
         run_dir = pathlib.Path(run_dir)
@@ -274,8 +321,9 @@ class DatRecipe(TwoTowerRecipe):
                      if params["optimizer"] == "adagrad"
                      else tf.keras.optimizers.Adam(params["learning_rate"]))
         model.compile(optimizer=optimizer)
-        history = model.fit(self.training_dataset(config, data), epochs=int(config["epochs"]),
-                            verbose=2, callbacks=callbacks)
+        history = fit_resumable(model, lambda epoch: self.training_dataset(config, data, epoch),
+                                int(config["epochs"]), run_dir, callbacks=self.callbacks,
+                                verbose=2)
         query_tower, candidate_tower = model.query_tower, model.candidate_tower
         (run_dir / "query_tower.json").write_text(json.dumps(
             tf.keras.layers.serialize(query_tower), default=_json_default))
@@ -288,7 +336,7 @@ class DatRecipe(TwoTowerRecipe):
             valid = self._evaluate(query_tower, candidate_tower, data, params, "valid")
             metrics.update({f"valid_{k}": v for k, v in valid.items()})
         for key in ("loss", "main_loss", "amm_user_loss", "amm_item_loss", "cal_loss"):
-            metrics[f"train_{key}"] = float(history.history[key][-1])
+            metrics[f"train_{key}"] = float(history[key][-1])
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return metrics
 

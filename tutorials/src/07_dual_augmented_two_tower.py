@@ -106,7 +106,7 @@ class WatchAugmentedVectors(tf.keras.callbacks.Callback):
 watch = WatchAugmentedVectors()
 run_dir = pathlib.Path(tempfile.mkdtemp()) / "dat"
 config = recipes.make_run_config("dat", "movielens/100k-ratings", seed=SEED, epochs=EPOCHS)
-metrics = recipes.get_recipe("dat")().train(config, run_dir, callbacks=[watch])
+metrics = recipes.get_recipe("dat")(callbacks=[watch]).train(config, run_dir)
 print({k: round(v, 4) for k, v in metrics.items() if k.startswith("top_")})
 
 # %%
