@@ -18,7 +18,7 @@ from towerkit.cli.main import main
 from towerkit.data.sequential_protocol import SequentialProtocol
 from towerkit.evaluation import evaluate_topn, top_n_items
 from towerkit.index import BruteForce
-from towerkit.recipes import get_recipe, load_run
+from towerkit.recipes import get_recipe, load_run, mark_run_complete
 from towerkit.recipes.multi_interest import BestEpoch
 from towerkit.serving import export
 
@@ -397,6 +397,7 @@ def test_mind_runs_saved_before_the_stored_routing_logits_still_restore(runs, tm
     assert any("inference_logits" in k for k, _ in tf.train.list_variables(source))
     shutil.rmtree(run / "weights")
     _rewrite_without(source, str(run / "weights" / "ckpt"), "inference_logits")
+    mark_run_complete(run)                                # re-record the rewritten files
     keys = [k for k, _ in tf.train.list_variables(str(run / "weights" / "ckpt"))]
     assert not any("inference_logits" in k for k in keys)
     _, _, legacy = recipe.restore(run)
@@ -406,5 +407,6 @@ def test_mind_runs_saved_before_the_stored_routing_logits_still_restore(runs, tm
     # Anything else missing still fails with the retrain message.
     shutil.rmtree(run / "weights")
     _rewrite_without(source, str(run / "weights" / "ckpt"), "projection")
+    mark_run_complete(run)
     with pytest.raises(ValueError, match="retrain"):
         recipe.restore(run)
