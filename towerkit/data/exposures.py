@@ -6,9 +6,10 @@ sampled unrated (user, movie) pairs:
 
 - **exposures** = every rating plus `negatives_per_rating` sampled unrated pairs per rating. Each
   sampled pair keeps the user (and the user's profile and the timestamp) of the rating it is drawn
-  for, and takes a movie drawn in proportion to its rating count (an exposure policy that shows
-  popular movies more, so that popularity alone does not separate clicks from non-clicks). A pair
-  the user rated, or one already sampled, is never sampled; draws repeat until the quota is met.
+  for (a rating drawn uniformly), and takes a movie drawn in proportion to its rating count (an
+  exposure policy that shows popular movies more, so that popularity alone does not separate
+  clicks from non-clicks). A pair the user rated, or one already sampled, is never sampled; a
+  rejected draw is redrawn (rating and movie) until the quota is met.
 - **click** = 1 for a rated pair, 0 for a sampled one (over all exposures).
 - **like** = rating >= 4; defined on clicks only (0 on non-clicked exposures, where it is not
   observed: use `click` as its sample weight).
@@ -141,6 +142,9 @@ def build_exposures(config: str = "100k-ratings", negatives_per_rating: float = 
                 taken.add(code)
                 chosen[position] = movie
         pending = np.asarray(still, dtype=np.int64)
+        # A rejected draw also redraws its source rating, so that a user whose unrated movies
+        # are used up cannot stall the loop.
+        source[pending] = rng.integers(0, num_ratings, size=len(pending))
 
     rating = np.asarray(ratings["user_rating"], dtype=np.float32)
     out = {name: np.concatenate([np.asarray(ratings[name])[:num_ratings],

@@ -1,7 +1,7 @@
 """Registry of trainable recipes behind the `towerkit` CLI.
 
-Importing this package registers the built-in recipes (`two_tower`, the sequential and the
-multi-interest recipes).
+Importing this package registers the built-in recipes (`two_tower`, the sequential, the
+multi-interest and the multi-task ranking recipes).
 """
 
 from towerkit.recipes.base import (IndexInputs, Recipe, available_recipes, get_recipe,
@@ -9,7 +9,8 @@ from towerkit.recipes.base import (IndexInputs, Recipe, available_recipes, get_r
                                    write_run_config)
 
 # Importing the recipe modules registers them.
-from towerkit.recipes import multi_interest, sequential, two_tower  # noqa: E402,F401
+from towerkit.recipes import (multi_interest, multi_task_ranking, sequential,  # noqa: E402,F401
+                              two_tower)
 
 __all__ = [
     "IndexInputs",
