@@ -119,6 +119,11 @@ class MultiTaskRanker(tfrs.Model):
                 training=training)
         return loss
 
+    def get_build_config(self):
+        """None: the model builds on its first call (string features cannot be traced from the
+        float placeholders Keras would build it with)."""
+        return None
+
     def get_config(self) -> dict:
         return {"name": self.name, "features": tf.keras.layers.serialize(self.features),
                 "tasks": list(self.tasks), "loss_weights": dict(self.loss_weights),
