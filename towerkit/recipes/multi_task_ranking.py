@@ -56,8 +56,8 @@ DEFAULT_PARAMS = {
     "negatives_per_rating": 1.0, "data_seed": 0, "embedding_dim": 16, "attribute_dim": 8,
     "expert_sizes": "64", "bottom_sizes": "64", "tower_sizes": "32", "num_experts": 4,
     "num_task_experts": 2, "num_shared_experts": 2, "num_levels": 2, "rating": False,
-    "loss_weights": "", "constraint_weight": 0.6, "learning_rate": 1e-3, "batch_size": 1024,
-    "patience": 1, "task": None,
+    "loss_weights": "", "constraint_weight": 0.6, "learning_rate": 0.01, "batch_size": 4096,
+    "patience": 2, "task": None,
 }
 
 
