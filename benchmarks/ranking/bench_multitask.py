@@ -7,7 +7,7 @@ exposures, `--data-seed 0` split 80/10/10, the same for every run), with the rec
 `--epochs` epochs; only the training seed changes. AUCs are exact over the whole test split.
 Writes `results.json` next to this file and prints the Markdown tables of RESULTS.md.
 
-    python benchmarks/ranking/bench_multitask.py --epochs 6 --seeds 1 2 3
+    python benchmarks/ranking/bench_multitask.py --epochs 4 --seeds 1 2 3
 """
 
 import argparse
@@ -38,10 +38,15 @@ def label(recipe, params):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--dataset", default="movielens/100k-ratings")
+    parser.add_argument("--report", action="store_true",
+                        help="only print the tables of the saved results.json")
     args = parser.parse_args()
+    if args.report:
+        print_tables(json.loads((HERE / "results.json").read_text())["results"])
+        return
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,12 +61,17 @@ def main():
                        "seconds": time.perf_counter() - start, **metrics}
                 results.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "gates"}), flush=True)
+                write(results)  # after every run, so that an interrupted benchmark keeps its rows
+    print_tables(results)
+
+
+def write(results):
     (HERE / "results.json").write_text(json.dumps(
         {"command": " ".join(["python", "benchmarks/ranking/bench_multitask.py"] + sys.argv[1:]),
          "versions": {"tensorflow": tf.__version__, "tfrs": tfrs.__version__,
                       "python": sys.version.split()[0]},
-         "cpus": os.cpu_count(), "results": results}, indent=1, default=float))
-    print_tables(results)
+         "cpus": os.cpu_count(), "load_average": os.getloadavg()[0], "results": results},
+        indent=1, default=float))
 
 
 def print_tables(results):
