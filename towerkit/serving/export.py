@@ -88,8 +88,8 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
             raise ValueError(f"a {type(index_or_model).__name__} carries its own signature; drop "
                              "query_signature.")
     elif not isinstance(index_or_model, Index):
-        raise TypeError(f"export takes a towerkit index, a ranker servable or a SavedModel "
-                        f"directory, got "
+        raise TypeError(f"export takes a towerkit index or a SavedModel directory (or a "
+                        f"RankerServable / RetrieveThenRank), got "
                         f"{type(index_or_model).__name__}. Build an index from towerkit.index "
                         "(e.g. BruteForce) or pass the path written by tf.saved_model.save.")
     if warmup_queries is not None and isinstance(query_signature, (dict, tf.TensorSpec)):
