@@ -21,6 +21,10 @@ Metrics (`evaluate`): exact AUCs over the whole split (`towerkit.evaluation.Stre
 `rating_rmse` on clicked exposures when trained; `gates`: per gate the mean weight of each
 expert and the mean entropy (`towerkit.evaluation.GateStatistics`).
 
+Defaults (Adam learning rate 0.01, batch 4096, patience 2) were picked on the validation split's
+loss with MMoE: learning rate 0.003 reached 0.834 after 6 epochs, 0.01 reached 0.781 after 6 and
+0.770 after 8 (seed 42).
+
 A run directory holds `run.json`, `model.json` (the model's Keras config, lookup tables
 included), `weights/` (a TF checkpoint) and `metrics.json`.
 """
