@@ -32,8 +32,7 @@ def test_esmm_cvr_tower_learns_only_through_pctcvr(features, batch):
         oracle = -tf.reduce_mean(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
     for a, b in zip(base, tape.gradient(oracle, cvr_vars)):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-7)
-    # A non-clicked exposure moves the CVR tower only through pCTCVR (its ctcvr label 0):
-    # with pCTR of that row forced to 0 it would get no gradient at all.
+    # pCTCVR is the product of the two probabilities (not of logits).
     out = model(batch)
     np.testing.assert_allclose(out["ctcvr"].numpy(), (out["click"] * out["like"]).numpy(),
                                rtol=1e-6)
