@@ -7,7 +7,7 @@ exposures, `--data-seed 0` split 80/10/10, the same for every run), with the rec
 `--epochs` epochs; only the training seed changes. AUCs are exact over the whole test split.
 Writes `results.json` next to this file and prints the Markdown tables of RESULTS.md.
 
-    python benchmarks/ranking/bench_multitask.py --epochs 4 --seeds 1 2 3
+    python benchmarks/ranking/bench_multitask.py --epochs 8 --seeds 1 2 3
 """
 
 import argparse
@@ -38,7 +38,7 @@ def label(recipe, params):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--dataset", default="movielens/100k-ratings")
     parser.add_argument("--report", action="store_true",
