@@ -1,4 +1,10 @@
-"""`towerkit export RUN --index KIND --model-base-path DIR`: index a trained run and export it."""
+"""`towerkit export RUN --index KIND --model-base-path DIR`: index a trained run and export it.
+
+With `--rerank RANK_RUN --retrieve N --k K`, the export is retrieve-then-rank in one SavedModel:
+the index retrieves N candidates, the ranker run scores them, their task probabilities are fused
+(`--fusion`, see `towerkit.serving.ranker`) and the top K are returned. A ranker run given as
+RUN (no `--rerank`) is exported alone, scoring `[batch, n]` candidate ids.
+"""
 
 from __future__ import annotations
 
@@ -29,15 +35,80 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--version", type=positive_int, default=None,
                         help="version number (default: next after the largest existing one)")
     parser.add_argument("--k", type=positive_int, default=100,
-                        help="max results per query, capped at the catalogue size "
-                             "(default: %(default)s)")
+                        help="max results per query, capped at the catalogue size (with "
+                             "--rerank: at --retrieve) (default: %(default)s)")
     parser.add_argument("--target-recall", type=unit_fraction, default=None, metavar="R",
                         help="tune the ANN search (leaves/reorder, search_k) to reach recall@k "
                              ">= R against brute force on the run's held-out queries (default: "
                              f"{DEFAULT_TARGET_RECALL} for an approximate index unless its "
                              "catalogue is small enough to search exactly; not for brute-force)")
+    parser.add_argument("--rerank", metavar="RANK_RUN", default=None,
+                        help="a multi-task ranking run (mmoe, esmm, ...): export retrieve-then-"
+                             "rank, the index retrieving --retrieve candidates for the ranker")
+    parser.add_argument("--retrieve", type=positive_int, default=100, metavar="N",
+                        help="with --rerank: candidates retrieved per query (default: "
+                             "%(default)s)")
+    parser.add_argument("--fusion", default="click=1,like=1", metavar="TASK=EXP,...",
+                        help="with --rerank: score = prod p_task^EXP over the ranker's task "
+                             "probabilities (default: %(default)s, i.e. p(click) * p(like | "
+                             "click))")
     parser.add_argument("--json", action="store_true", help="print the export summary as JSON")
     return parser
+
+
+def parse_fusion(spec: str) -> dict:
+    """`'click=1,like=0.5'` -> `{'click': 1.0, 'like': 0.5}`."""
+    fusion = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            fusion[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--fusion takes TASK=EXPONENT pairs such as 'click=1,like=1', got "
+                             f"{spec!r}.")
+    return fusion
+
+
+def export_ranker(ranker_inputs, model_base_path, version: int | None = None) -> dict:
+    """Exports a ranker alone (`RankerServable`) with warmup requests."""
+    from towerkit.serving import RankerServable, export  # pylint: disable=g-import-not-at-top
+
+    servable = RankerServable(ranker_inputs.model, ranker_inputs.request_signature,
+                              ranker_inputs.candidate_feature)
+    warmup = dict(ranker_inputs.sample_requests)
+    warmup[ranker_inputs.candidate_feature] = ranker_inputs.sample_candidates
+    path = export(servable, model_base_path, version=version, warmup_queries=warmup)
+    return {"kind": "ranker", "tasks": list(ranker_inputs.tasks), "path": str(path),
+            "custom_ops": []}
+
+
+def export_retrieve_then_rank(inputs, ranker_inputs, kind: str, model_base_path,
+                              retrieve: int = 100, k: int = 10, fusion: dict | None = None,
+                              version: int | None = None,
+                              target_recall: float | None = None) -> dict:
+    """Builds the index (max_k = `retrieve`) and exports index + ranker as one SavedModel."""
+    from towerkit.serving import RetrieveThenRank, export  # pylint: disable=g-import-not-at-top
+
+    if k > retrieve:
+        raise ValueError(f"--k {k} exceeds --retrieve {retrieve}: the ranker returns retrieved "
+                         "candidates only.")
+    index, summary = build_index(inputs, kind, k=retrieve, target_recall=target_recall)
+    servable = RetrieveThenRank(index, inputs.query_signature, ranker_inputs.model,
+                                ranker_inputs.request_signature, retrieve=index.max_k,
+                                k=min(k, index.max_k), fusion=fusion, tasks=ranker_inputs.tasks,
+                                candidate_feature=ranker_inputs.candidate_feature)
+    rows = min(len(next(iter(inputs.sample_queries.values()))),
+               len(next(iter(ranker_inputs.sample_requests.values()))))
+    warmup = {name: ranker_inputs.sample_requests[name][:rows]
+              for name in ranker_inputs.request_signature}
+    warmup.update({name: value[:rows] for name, value in inputs.sample_queries.items()})
+    path = export(servable, model_base_path, version=version, warmup_queries=warmup)
+    summary.update({"kind": "retrieve_then_rank", "retrieve": servable.retrieve,
+                    "max_k": servable.max_k, "fusion": servable.fusion, "path": str(path),
+                    "custom_ops": list(index.custom_ops)})
+    return summary
 
 
 def index_class(kind: str):
@@ -146,8 +217,33 @@ def run(args: argparse.Namespace) -> int:
     if args.target_recall is not None and args.index == "brute-force":
         raise ValueError("--target-recall does not apply to --index brute-force (exact: recall "
                          "1); drop it or choose scann, annoy or portable.")
+    if args.rerank is not None and args.k > args.retrieve:
+        raise ValueError(f"--k {args.k} exceeds --retrieve {args.retrieve}: the ranker returns "
+                         "retrieved candidates only; lower --k or raise --retrieve.")
     recipe, _ = recipes.load_run(args.run_dir)
+    if args.rerank is None and hasattr(recipe, "ranker_inputs"):
+        summary = export_ranker(recipe.ranker_inputs(args.run_dir), args.model_base_path,
+                                version=args.version)
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str) if args.json else
+              f"exported ranker (tasks {', '.join(summary['tasks'])}) to {summary['path']}")
+        return 0
     inputs = recipe.index_inputs(args.run_dir)
+    if args.rerank is not None:
+        rank_recipe, _ = recipes.load_run(args.rerank)
+        if not hasattr(rank_recipe, "ranker_inputs"):
+            raise ValueError(f"--rerank {args.rerank} is not a ranking run (its recipe has no "
+                             "ranker); train one with `towerkit train --model mmoe ...`.")
+        summary = export_retrieve_then_rank(
+            inputs, rank_recipe.ranker_inputs(args.rerank), args.index, args.model_base_path,
+            retrieve=args.retrieve, k=args.k, fusion=parse_fusion(args.fusion),
+            version=args.version, target_recall=args.target_recall)
+        if args.json:
+            print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        else:
+            print(f"exported retrieve-then-rank ({summary['class']} retrieves "
+                  f"{summary['retrieve']} of {summary['num_candidates']}, ranker fuses "
+                  f"{summary['fusion']}, top {summary['max_k']}) to {summary['path']}")
+        return 0
     summary = export_inputs(inputs, args.index, args.model_base_path, version=args.version,
                             k=args.k, target_recall=args.target_recall)
     if args.json:

@@ -28,21 +28,62 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="model version (URLs: pinned version; default: latest)")
     parser.add_argument("--input", default=None,
                         help="query input name (default: the signature's only input)")
+    parser.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
+                        help="another input of the export, e.g. --feature timestamp=893286638 "
+                             "for a retrieve-then-rank export (repeatable)")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds per request, for URLs (default: %(default)s)")
     return parser
 
 
-def _user_input(signature, user: str, input_name: str | None):
-    """Maps `--user` to the signature's query input, typed by its dtype."""
+def _typed(info, name: str, value: str, flag: str):
+    import numpy as np
+
+    if info.dtype.is_integer:
+        try:
+            return np.array([int(value)], dtype=info.dtype.as_numpy_dtype)
+        except ValueError:
+            raise ValueError(f"input {name!r} is {info.describe()}: {flag} must be an integer, "
+                             f"got {value!r}.") from None
+    if info.dtype.is_floating:
+        try:
+            return np.array([float(value)], dtype=info.dtype.as_numpy_dtype)
+        except ValueError:
+            raise ValueError(f"input {name!r} is {info.describe()}: {flag} must be a number, "
+                             f"got {value!r}.") from None
+    if info.dtype.name == "string":
+        return np.array([value])
+    raise ValueError(f"input {name!r} is {info.describe()}: `recommend` only feeds strings and "
+                     "numbers; use towerkit.serving.Client for others.")
+
+
+def _feature_inputs(signature, features) -> dict:
+    """Parses `--feature NAME=VALUE` flags against the signature."""
+    inputs = {}
+    for item in features:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--feature takes NAME=VALUE, got {item!r}.")
+        if name not in signature.inputs:
+            raise ValueError(f"--feature {name!r} is not an input of serving_default; it takes "
+                             f"{sorted(signature.inputs)}.")
+        inputs[name] = _typed(signature.inputs[name], name, value, f"--feature {name}")
+    return inputs
+
+
+def _user_input(signature, user: str, input_name: str | None, features=()):
+    """Maps `--user` (and `--feature` flags) to the signature's inputs, typed by dtype."""
     import numpy as np
 
     names = sorted(signature.inputs)
+    extra = _feature_inputs(signature, features)
     if input_name is None:
-        if len(names) != 1:
-            raise ValueError(f"the export takes several query inputs {names}; --user fills one: "
-                             "pick it with --input NAME (or query with towerkit.serving.Client).")
-        input_name = names[0]
+        open_names = [n for n in names if n not in extra]
+        if len(open_names) != 1:
+            raise ValueError(f"the export takes the inputs {names}; --user fills one and "
+                             "--feature NAME=VALUE the others: pick the user's with --input NAME "
+                             "(or query with towerkit.serving.Client).")
+        input_name = open_names[0]
     if input_name not in signature.inputs:
         raise ValueError(f"--input {input_name!r} is not an input of serving_default; it takes "
                          f"{names}.")
@@ -58,7 +99,10 @@ def _user_input(signature, user: str, input_name: str | None):
     else:
         raise ValueError(f"input {input_name!r} is {info.describe()}: `recommend --user` only "
                          "feeds string or integer ids; use towerkit.serving.Client for others.")
-    return {input_name: value}
+    missing = sorted(set(names) - set(extra) - {input_name})
+    if missing:
+        raise ValueError(f"the export also takes {missing}: pass --feature NAME=VALUE for each.")
+    return {**extra, input_name: value}
 
 
 def format_recommendations(result) -> str:
@@ -83,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         if "serving_default" not in signatures:
             raise ValueError(f"{target} has no serving_default signature (it has "
                              f"{sorted(signatures)}): not a towerkit export.")
-        inputs = _user_input(signatures["serving_default"], args.user, args.input)
+        inputs = _user_input(signatures["serving_default"], args.user, args.input, args.feature)
         result = model.predict(inputs, k=args.k)
     except (ValueError, serving.ServingError) as error:
         print(f"towerkit recommend: {error}", file=sys.stderr)

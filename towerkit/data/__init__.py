@@ -1,5 +1,7 @@
-"""towerkit.data: MovieLens through tfds, deterministic splits, vocabularies."""
+"""towerkit.data: MovieLens through tfds, deterministic splits, vocabularies, and the
+multi-task exposures."""
 
+from towerkit.data.exposures import MultiTaskExposures, build_exposures
 from towerkit.data.movielens import MovieLensUnavailableError, feature_names, load, load_columns
 from towerkit.data.splits import random_split, take_rows, temporal_split, tfrs_tutorial_split
 from towerkit.data.vocabulary import Vocabulary
@@ -7,7 +9,9 @@ from towerkit.data.vocabulary import Vocabulary
 __all__ = [
     "MovieLensUnavailableError",
     "feature_names",
+    "MultiTaskExposures",
     "Vocabulary",
+    "build_exposures",
     "load",
     "load_columns",
     "random_split",

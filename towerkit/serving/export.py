@@ -13,6 +13,7 @@ import tensorflow as tf
 from towerkit.index import Index, save_index
 from towerkit.index.saving import QUERIES_KEY
 from towerkit.serving import signatures as signatures_lib
+from towerkit.serving.ranker import RankerServable, RetrieveThenRank
 from towerkit.serving import warmup as warmup_lib
 
 _TMP_PREFIX = ".towerkit-tmp-"
@@ -104,8 +105,9 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
 
     Args:
       index_or_model: A built `towerkit.index.Index` (BruteForce, Annoy, the portable index, ...),
-        saved with `towerkit.index.save_index`; or a path to an existing SavedModel directory,
-        copied as is.
+        saved with `towerkit.index.save_index`; a `RankerServable` or `RetrieveThenRank`
+        (`towerkit.serving.ranker`), which carry their own signatures; or a path to an existing
+        SavedModel directory, copied as is.
       model_base_path: str | os.PathLike. The model's base path (TF Serving's `base_path`).
       version: int | None. Version number; the next integer after the largest existing version
         (1 for an empty base path) when None.
@@ -138,8 +140,13 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
         if query_signature is not None:
             raise ValueError("query_signature only applies when exporting an index; a SavedModel "
                              "path is copied as is. Drop query_signature.")
+    elif isinstance(index_or_model, (RankerServable, RetrieveThenRank)):
+        if query_signature is not None:
+            raise ValueError(f"a {type(index_or_model).__name__} carries its own signature; drop "
+                             "query_signature.")
     elif not isinstance(index_or_model, Index):
-        raise TypeError(f"export takes a towerkit index or a SavedModel directory, got "
+        raise TypeError(f"export takes a towerkit index or a SavedModel directory (or a "
+                        f"RankerServable / RetrieveThenRank), got "
                         f"{type(index_or_model).__name__}. Build an index from towerkit.index "
                         "(e.g. BruteForce) or pass the path written by tf.saved_model.save.")
     if warmup_queries is not None and isinstance(query_signature, (dict, tf.TensorSpec)):
@@ -159,6 +166,8 @@ def export(index_or_model, model_base_path, version: int | None = None, query_si
     try:
         if isinstance(index_or_model, (str, os.PathLike)):
             shutil.copytree(source, tmp)
+        elif isinstance(index_or_model, (RankerServable, RetrieveThenRank)):
+            index_or_model.save(tmp)
         else:
             save_index(index_or_model, str(tmp), query_signature=query_signature)
         if warmup_queries is not None:

@@ -2,8 +2,10 @@
 
 from towerkit.tasks.adaptive_mimic import AdaptiveMimicLoss
 from towerkit.tasks.category_alignment import CategoryAlignmentLoss
+from towerkit.tasks.label_constraint import label_constraint
 from towerkit.tasks.ranking import Ranking
 from towerkit.tasks.retrieval import Retrieval
 from towerkit.tasks.sampled_softmax import SampledSoftmax
 
-__all__ = ["AdaptiveMimicLoss", "CategoryAlignmentLoss", "Ranking", "Retrieval", "SampledSoftmax"]
+__all__ = ["AdaptiveMimicLoss", "CategoryAlignmentLoss", "Ranking", "Retrieval", "SampledSoftmax",
+           "label_constraint"]
