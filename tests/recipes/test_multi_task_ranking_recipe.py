@@ -81,3 +81,18 @@ def test_bad_arguments_fail_with_the_fix(runs):
     with pytest.raises(ValueError, match="TASK=WEIGHT"):
         recipes.get_recipe("mmoe")().build_model(None, {**recipe.params(
             {"params": {}}), "loss_weights": "click"}, 0)
+
+
+@pytest.mark.parametrize("model,flag,value,message", [
+    ("mmoe", "--num-experts", "0", "num_experts must be >= 1, got 0"),
+    ("esmm", "--learning-rate", "-1", "learning_rate must be > 0, got -1"),
+    ("aitm", "--constraint-weight", "-0.5", "constraint_weight must be >= 0, got -0.5"),
+    ("ple", "--loss-weights", "click=-1", "loss weight of click must be >= 0, got -1"),
+])
+def test_bad_params_are_refused_before_any_work(model, flag, value, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", model, "--dataset", "movielens/100k-ratings",
+                 "--out", str(out), flag, value]) != 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not list(tmp_path.iterdir())   # nothing written, not even a staging directory

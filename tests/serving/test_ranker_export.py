@@ -11,7 +11,7 @@ import tensorflow as tf
 from towerkit import serving
 from towerkit.cli import recommend
 from towerkit.features import AttributeEmbedding, FeatureSet, TimestampEmbedding
-from towerkit.index import Annoy, BruteForce
+from towerkit.index import Annoy, BruteForce, PortableIndex
 from towerkit.models import ESMM, MMoE
 from towerkit.serving.ranker import RankerServable, RetrieveThenRank, fuse
 
@@ -74,7 +74,8 @@ def _oracle(index, ranker, retrieve, k, fusion):
 
 
 @pytest.mark.parametrize("index_cls, fusion", [(BruteForce, {"click": 1.0, "like": 1.0}),
-                                               (Annoy, {"click": 0.5, "like": 1.0})])
+                                               (Annoy, {"click": 0.5, "like": 1.0}),
+                                               (PortableIndex, {"click": 1.0, "like": 2.0})])
 def test_retrieve_then_rank_export_equals_index_plus_ranker_in_process(index_cls, fusion,
                                                                        tmp_path):
     index, ranker = _index(index_cls), _ranker()

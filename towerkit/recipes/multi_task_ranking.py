@@ -45,8 +45,11 @@ from towerkit.data.exposures import MultiTaskExposures, build_exposures
 from towerkit.evaluation import GateStatistics, StreamingAUC
 from towerkit.features import AttributeEmbedding, FeatureSet, TimestampEmbedding
 from towerkit.models import AITM, CGC, ESMM, MMoE, PLE, SharedBottom
+from towerkit import _validation as check
 from towerkit.recipes.base import (IndexInputs, Recipe, load_run, register_recipe,
                                    write_run_config)
+from towerkit.recipes.best_epoch import BestEpoch
+from towerkit.recipes.run_state import epoch_seed, fit_resumable
 
 __all__ = ["MultiTaskRankingRecipe", "RankerInputs", "build_features", "REQUEST_FEATURES",
            "CANDIDATE_FEATURE"]
@@ -235,7 +238,7 @@ class MultiTaskRankingRecipe(Recipe):
     def _dataset(rows: dict, batch_size: int, shuffle_seed: Optional[int] = None):
         ds = tf.data.Dataset.from_tensor_slices(rows)
         if shuffle_seed is not None:
-            ds = ds.shuffle(len(rows["click"]), seed=shuffle_seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(len(rows["click"]), seed=shuffle_seed, reshuffle_each_iteration=False)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     def restore(self, run_dir) -> tuple:
@@ -280,6 +283,30 @@ class MultiTaskRankingRecipe(Recipe):
         metrics["num_exposures"] = int(n)
         return metrics
 
+    def validate_config(self, config: dict) -> None:
+        """Checks every param's type and range and the dataset, before any work starts."""
+        super().validate_config(config)
+        params = self.params(config)
+        check.check_float("negatives_per_rating", params["negatives_per_rating"], low=0)
+        check.check_int("data_seed", params["data_seed"], minimum=0)
+        for key in ("embedding_dim", "attribute_dim", "num_experts", "num_task_experts",
+                    "num_levels", "batch_size", "patience"):
+            check.check_int(key, params[key])
+        check.check_int("num_shared_experts", params["num_shared_experts"], minimum=0)
+        for key in ("expert_sizes", "bottom_sizes", "tower_sizes"):
+            for size in _sizes(params[key]):
+                check.check_int(f"{key} (each size)", size)
+        check.check_float("learning_rate", params["learning_rate"], low=0)
+        check.check_float("constraint_weight", params["constraint_weight"], low=0,
+                          low_open=False)
+        for task, weight in _loss_weights(params["loss_weights"]).items():
+            check.check_float(f"loss weight of {task}", weight, low=0, low_open=False)
+        dataset = config["dataset"]
+        if not (dataset.startswith("movielens/") and dataset.endswith("-ratings")):
+            raise ValueError(f"The {self.name} recipe ranks MovieLens exposures; use a ratings "
+                             f"config such as 'movielens/100k-ratings', got --dataset "
+                             f"{dataset!r}.")
+
     # -- contract ----------------------------------------------------------------------------
     def train(self, config: dict, run_dir: pathlib.Path) -> dict:
         params = self.params(config)
@@ -292,24 +319,24 @@ class MultiTaskRankingRecipe(Recipe):
         model = self.build_model(features, params, seed)
         model.compile(optimizer=tf.keras.optimizers.Adam(float(params["learning_rate"])))
         batch = int(params["batch_size"])
-        valid = data.split("valid")
-        history = model.fit(
-            self._dataset(data.split("train"), batch, shuffle_seed=seed),
-            # One batch holds the whole validation split: TFRS models report the loss of the
-            # last batch, so only a single batch makes `val_loss` the loss of the split.
-            validation_data=self._dataset(valid, len(valid["click"])),
-            epochs=int(config["epochs"]), verbose=2,
-            callbacks=[tf.keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=int(params["patience"]),
-                restore_best_weights=True)])
+        train_rows = data.split("train")
+        valid = next(iter(self._dataset(data.split("valid"), len(data.split("valid")["click"]))))
+        # Early stopping on the loss of the whole validation split (one batch), best epoch kept;
+        # BestEpoch maximises, hence the sign.
+        stopper = BestEpoch(lambda: -float(model.compute_loss(valid, training=False)),
+                            patience=int(params["patience"]))
+        history = fit_resumable(
+            model, lambda epoch: self._dataset(train_rows, batch,
+                                               shuffle_seed=epoch_seed(seed, epoch)),
+            int(config["epochs"]), run_dir, callbacks=[stopper], verbose=2)
         (run_dir / "model.json").write_text(json.dumps(tf.keras.layers.serialize(model),
                                                        default=_json_default))
         tf.train.Checkpoint(model=model).write(str(run_dir / "weights" / "model"))
         metrics = self.score(model, data.split("test"))
-        val_losses = history.history["val_loss"]
-        metrics["epochs_trained"] = len(val_losses)
-        metrics["best_epoch"] = int(np.argmin(val_losses)) + 1
-        metrics["valid_loss"] = float(min(val_losses))
+        metrics["epochs_trained"] = len(stopper.scores)
+        metrics["best_epoch"] = stopper.best_epoch
+        metrics["valid_loss"] = -stopper.best_score
+        metrics["train_loss"] = float(history["loss"][-1])
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return metrics
 
