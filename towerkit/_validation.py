@@ -98,3 +98,23 @@ def open_fraction(text: str) -> float:
     if not (0 < value < 1):
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
+
+
+def parse_task_weights(spec, flag: str, example: str) -> dict:
+    """`'click=1,like=0.5'` -> `{'click': 1.0, 'like': 0.5}`; a dict passes through.
+
+    Raises:
+      ValueError: a part that is not `NAME=NUMBER`, naming `flag` and showing `example`.
+    """
+    if isinstance(spec, dict):
+        return {str(k): float(v) for k, v in spec.items()}
+    weights = {}
+    for part in filter(None, (p.strip() for p in str(spec or "").split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"{flag} takes {example}, got {spec!r}.")
+    return weights

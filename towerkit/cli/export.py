@@ -12,7 +12,8 @@ import argparse
 import json
 import pathlib
 
-from towerkit._validation import check_float, check_int, positive_int, unit_fraction
+from towerkit._validation import (check_float, check_int, parse_task_weights, positive_int,
+                                  unit_fraction)
 
 INDEX_KINDS = ("brute-force", "scann", "annoy", "portable")
 DEFAULT_TARGET_RECALL = 0.95
@@ -58,17 +59,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def parse_fusion(spec: str) -> dict:
     """`'click=1,like=0.5'` -> `{'click': 1.0, 'like': 0.5}`."""
-    fusion = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, sep, value = part.partition("=")
-        try:
-            fusion[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(f"--fusion takes TASK=EXPONENT pairs such as 'click=1,like=1', got "
-                             f"{spec!r}.")
-    return fusion
+    return parse_task_weights(spec, "--fusion", "TASK=EXPONENT pairs such as 'click=1,like=1'")
 
 
 def export_ranker(ranker_inputs, model_base_path, version: int | None = None) -> dict:

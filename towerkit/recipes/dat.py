@@ -49,16 +49,15 @@ import numpy as np
 import tensorflow as tf
 
 from towerkit import _validation as check
-from towerkit.data import Vocabulary, feature_names
+from towerkit.data import Vocabulary
 from towerkit.features import IdEmbedding
 from towerkit.models import MLP, AugmentedTower, DualAugmentedTwoTowerModel
 from towerkit.recipes.base import (IndexInputs, Recipe, load_run, register_recipe,
                                    write_run_config)
-from towerkit.recipes.run_state import epoch_seed, fit_resumable
+from towerkit.recipes.run_state import epoch_seed, fit_resumable, json_default
 from towerkit.recipes.two_tower import (_DTYPES, CANDIDATE_FEATURES, CANDIDATE_ID,
                                         QUERY_FEATURES, TwoTowerRecipe, _column, _Data, _embed,
-                                        TITLE, _json_default, _layer_sizes, _tensor_dict,
-                                        build_towers)
+                                        _layer_sizes, _tensor_dict, build_towers)
 from towerkit.tasks import Retrieval
 
 __all__ = ["DatRecipe", "GENRE", "first_genres"]
@@ -210,36 +209,15 @@ class DatRecipe(TwoTowerRecipe):
 
     def validate_config(self, config: dict) -> None:
         """Checks every param's type and range, the dataset and its columns, before any work."""
-        Recipe.validate_config(self, config)
+        Recipe.validate_config(self, config)  # two_tower's own params (hard negatives) differ
         params = self._params(config)
-        if params["features"] not in QUERY_FEATURES:
-            raise ValueError(f"features must be one of {sorted(QUERY_FEATURES)}, got "
-                             f"{params['features']!r}.")
-        check.check_int("embedding_dim", params["embedding_dim"])
-        check.check_int("batch_size", params["batch_size"])
-        for size in _layer_sizes(params["layers"]):
-            check.check_int("layers (each size)", size)
-        if params["optimizer"] not in ("adagrad", "adam"):
-            raise ValueError(f"optimizer must be 'adagrad' or 'adam', got {params['optimizer']!r}.")
-        check.check_float("learning_rate", params["learning_rate"], low=0)
+        self._check_tower_params(params)
         check.check_float("temperature", params["temperature"], low=0)
-        check.check_float("train_fraction", params["train_fraction"], low=0, high=1,
-                          high_open=True)
         check.check_float("validation_fraction", params["validation_fraction"], low=0, high=1,
                           low_open=False, high_open=True)
         for key in ("amm_user_weight", "amm_item_weight", "cal_weight"):
             check.check_float(key, params[key], low=0, low_open=False)
-        dataset = config["dataset"]
-        if not (dataset.startswith("movielens/") and dataset.endswith("-ratings")):
-            raise ValueError(f"The dat recipe trains on a MovieLens ratings config such as "
-                             f"'movielens/100k-ratings'; got --dataset {dataset!r}.")
-        needed = (set(QUERY_FEATURES[params["features"]])
-                  | {CANDIDATE_ID, TITLE, "movie_genres"})
-        missing = sorted(needed - set(feature_names(dataset, config.get("data_dir"))))
-        if missing:
-            raise ValueError(f"--model dat --features {params['features']} needs the columns "
-                             f"{missing}, which {dataset} lacks; use --features basic or "
-                             "movielens/100k-ratings.")
+        self._check_dataset(config, params, extra_columns=("movie_genres",))
 
     @staticmethod
     def _params(config: dict) -> dict:
@@ -326,9 +304,9 @@ class DatRecipe(TwoTowerRecipe):
                                 verbose=2)
         query_tower, candidate_tower = model.query_tower, model.candidate_tower
         (run_dir / "query_tower.json").write_text(json.dumps(
-            tf.keras.layers.serialize(query_tower), default=_json_default))
+            tf.keras.layers.serialize(query_tower), default=json_default))
         (run_dir / "candidate_tower.json").write_text(json.dumps(
-            tf.keras.layers.serialize(candidate_tower), default=_json_default))
+            tf.keras.layers.serialize(candidate_tower), default=json_default))
         tf.train.Checkpoint(query_tower=query_tower, candidate_tower=candidate_tower).write(
             str(run_dir / "weights" / "towers"))
         metrics = self._evaluate(query_tower, candidate_tower, data, params, "test")

@@ -22,9 +22,7 @@ They reuse the sequential protocol, training loop, evaluation, top-N dump and se
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf

@@ -49,7 +49,7 @@ from towerkit import _validation as check
 from towerkit.recipes.base import (IndexInputs, Recipe, load_run, register_recipe,
                                    write_run_config)
 from towerkit.recipes.best_epoch import BestEpoch
-from towerkit.recipes.run_state import epoch_seed, fit_resumable
+from towerkit.recipes.run_state import epoch_seed, fit_resumable, json_default
 
 __all__ = ["MultiTaskRankingRecipe", "RankerInputs", "build_features", "REQUEST_FEATURES",
            "CANDIDATE_FEATURE"]
@@ -105,19 +105,8 @@ def _sizes(spec) -> list:
 
 
 def _loss_weights(spec) -> dict:
-    if isinstance(spec, dict):
-        return {str(k): float(v) for k, v in spec.items()}
-    weights = {}
-    for part in filter(None, (p.strip() for p in str(spec or "").split(","))):
-        name, sep, value = part.partition("=")
-        try:
-            weights[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(f"--loss-weights takes TASK=WEIGHT pairs such as 'click=1,like=0.5', "
-                             f"got {spec!r}.")
-    return weights
+    return check.parse_task_weights(spec, "--loss-weights",
+                                    "TASK=WEIGHT pairs such as 'click=1,like=0.5'")
 
 
 def _user_profiles(columns: dict) -> tuple:
@@ -330,7 +319,7 @@ class MultiTaskRankingRecipe(Recipe):
                                                shuffle_seed=epoch_seed(seed, epoch)),
             int(config["epochs"]), run_dir, callbacks=[stopper], verbose=2)
         (run_dir / "model.json").write_text(json.dumps(tf.keras.layers.serialize(model),
-                                                       default=_json_default))
+                                                       default=json_default))
         tf.train.Checkpoint(model=model).write(str(run_dir / "weights" / "model"))
         metrics = self.score(model, data.split("test"))
         metrics["epochs_trained"] = len(stopper.scores)
@@ -370,14 +359,6 @@ class MultiTaskRankingRecipe(Recipe):
             candidate_feature=CANDIDATE_FEATURE, tasks=tuple(sorted(model(
                 {k: v[:1] for k, v in test.items()}))),
             sample_requests=sample, sample_candidates=candidates)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"Cannot serialise {type(value).__name__} to JSON.")
 
 
 def _common(params: dict) -> dict:

@@ -46,6 +46,7 @@ __all__ = [
     "check_run_complete",
     "epoch_seed",
     "fit_resumable",
+    "json_default",
     "mark_run_complete",
     "staging_dir",
     "train_atomically",
@@ -86,11 +87,12 @@ def _read_json(path: pathlib.Path):
 
 def _write_json(path: pathlib.Path, value) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=json_default) + "\n")
     os.replace(tmp, path)
 
 
-def _json_default(value):
+def json_default(value):
+    """`json.dumps` default for NumPy scalars and arrays (run files, layer configs)."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -251,8 +253,8 @@ def check_run_complete(run_dir, config: dict, verify_hashes: bool = True) -> Non
 
 def _same_config(a: dict, b: dict) -> bool:
     strip = lambda c: {k: v for k, v in c.items() if k not in STATE_KEYS}  # noqa: E731
-    return json.loads(json.dumps(strip(a), default=_json_default)) == json.loads(
-        json.dumps(strip(b), default=_json_default))
+    return json.loads(json.dumps(strip(a), default=json_default)) == json.loads(
+        json.dumps(strip(b), default=json_default))
 
 
 def train_atomically(recipe, train_fn: Callable, config: dict, out, overwrite: bool = False,

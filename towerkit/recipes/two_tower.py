@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 from typing import Optional
 
@@ -34,7 +33,7 @@ from towerkit.features import (FeatureSet, IdEmbedding, NormalizedNumeric, TextE
 from towerkit.models import MLP, Tower, TwoTowerModel
 from towerkit.recipes.base import (IndexInputs, Recipe, load_run, register_recipe,
                                    write_run_config)
-from towerkit.recipes.run_state import epoch_seed, fit_resumable
+from towerkit.recipes.run_state import epoch_seed, fit_resumable, json_default
 from towerkit.tasks import Retrieval
 
 __all__ = ["TwoTowerRecipe", "QUERY_FEATURES", "CANDIDATE_FEATURES", "build_towers"]
@@ -226,6 +225,16 @@ class TwoTowerRecipe(Recipe):
         """Checks every param's type and range, the dataset and its columns, before any work."""
         super().validate_config(config)
         params = self._params(config)
+        self._check_tower_params(params)
+        if params["temperature"] is not None:
+            check.check_float("temperature", params["temperature"], low=0)
+        if params["hard_negatives"] is not None:
+            check.check_int("hard_negatives", params["hard_negatives"])
+        self._check_dataset(config, params)
+
+    @staticmethod
+    def _check_tower_params(params: dict) -> None:
+        """The checks of the params every MovieLens two-tower recipe shares."""
         if params["features"] not in QUERY_FEATURES:
             raise ValueError(f"features must be one of {sorted(QUERY_FEATURES)}, got "
                              f"{params['features']!r}.")
@@ -236,17 +245,17 @@ class TwoTowerRecipe(Recipe):
         if params["optimizer"] not in ("adagrad", "adam"):
             raise ValueError(f"optimizer must be 'adagrad' or 'adam', got {params['optimizer']!r}.")
         check.check_float("learning_rate", params["learning_rate"], low=0)
-        if params["temperature"] is not None:
-            check.check_float("temperature", params["temperature"], low=0)
-        if params["hard_negatives"] is not None:
-            check.check_int("hard_negatives", params["hard_negatives"])
         check.check_float("train_fraction", params["train_fraction"], low=0, high=1,
                           high_open=True)
+
+    def _check_dataset(self, config: dict, params: dict, extra_columns=()) -> None:
+        """A MovieLens ratings config with every column the features (and `extra_columns`) read."""
         dataset = config["dataset"]
         if not (dataset.startswith("movielens/") and dataset.endswith("-ratings")):
-            raise ValueError(f"The two_tower recipe trains on a MovieLens ratings config such as "
-                             f"'movielens/100k-ratings'; got --dataset {dataset!r}.")
-        needed = set(QUERY_FEATURES[params["features"]]) | {CANDIDATE_ID, TITLE}
+            raise ValueError(f"The {self.name} recipe trains on a MovieLens ratings config such "
+                             f"as 'movielens/100k-ratings'; got --dataset {dataset!r}.")
+        needed = (set(QUERY_FEATURES[params["features"]]) | {CANDIDATE_ID, TITLE}
+                  | set(extra_columns))
         missing = sorted(needed - set(feature_names(dataset, config.get("data_dir"))))
         if missing:
             raise ValueError(f"--features {params['features']} needs the columns {missing}, "
@@ -315,9 +324,9 @@ class TwoTowerRecipe(Recipe):
         history = fit_resumable(model, epoch_batches, int(config["epochs"]), run_dir, verbose=2)
 
         (run_dir / "query_tower.json").write_text(json.dumps(
-            tf.keras.layers.serialize(query_tower), default=_json_default))
+            tf.keras.layers.serialize(query_tower), default=json_default))
         (run_dir / "candidate_tower.json").write_text(json.dumps(
-            tf.keras.layers.serialize(candidate_tower), default=_json_default))
+            tf.keras.layers.serialize(candidate_tower), default=json_default))
         tf.train.Checkpoint(query_tower=query_tower, candidate_tower=candidate_tower).write(
             str(run_dir / "weights" / "towers"))
         metrics = self._evaluate(query_tower, candidate_tower, data, params, "test")
@@ -384,11 +393,3 @@ def _deserialize(path: pathlib.Path):
     except (json.JSONDecodeError, ValueError, TypeError, KeyError) as e:
         raise ValueError(f"Cannot read the tower config {path} ({type(e).__name__}: {e}); the run "
                          "is damaged: retrain it with `towerkit train --overwrite`.") from e
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"Cannot serialise {type(value).__name__} to JSON.")
