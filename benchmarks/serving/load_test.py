@@ -9,8 +9,8 @@ with batch-1 queries (real held-out users of the run) from 8 client threads for 
 checking every answer against the single-threaded one. Prints a Markdown table: requests/s,
 p50/p99 latency, errors, mismatches.
 
-    towerkit train --model two_tower --out /tmp/tt
-    python benchmarks/serving/load_test.py --run /tmp/tt --seconds 60 --threads 8
+    towerkit train --model two_tower --out RUN
+    python benchmarks/serving/load_test.py --run RUN --seconds 60 --threads 8
 """
 
 import argparse
