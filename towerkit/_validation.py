@@ -45,59 +45,33 @@ def check_float(name: str, value, low: Optional[float] = None, high: Optional[fl
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+def _argparse_type(convert, accept, expected: str, must: str, doc: str):
+    """An argparse `type`: `convert(text)`, kept when `accept(value)`; errors say `expected ...`
+    (not a number at all) or `must be ...` (out of range)."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {must}, got {text}")
+        return value
+
+    parse.__doc__ = doc
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def unit_fraction(text: str) -> float:
-    """argparse type: a number in (0, 1] (a recall target)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not (0 < value <= 1):
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def open_fraction(text: str) -> float:
-    """argparse type: a number in (0, 1) (a split share)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not (0 < value < 1):
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
-    return value
+positive_int = _argparse_type(int, lambda v: v >= 1, "an integer >= 1", "an integer >= 1",
+                              "argparse type: an integer >= 1.")
+non_negative_int = _argparse_type(int, lambda v: v >= 0, "an integer >= 0", "an integer >= 0",
+                                  "argparse type: an integer >= 0.")
+positive_float = _argparse_type(float, lambda v: math.isfinite(v) and v > 0, "a number > 0",
+                                "a finite number > 0", "argparse type: a finite number > 0.")
+unit_fraction = _argparse_type(float, lambda v: 0 < v <= 1, "a number in (0, 1]", "in (0, 1]",
+                               "argparse type: a number in (0, 1] (a recall target).")
+open_fraction = _argparse_type(float, lambda v: 0 < v < 1, "a number in (0, 1)", "in (0, 1)",
+                               "argparse type: a number in (0, 1) (a split share).")
 
 
 def parse_task_weights(spec, flag: str, example: str) -> dict:

@@ -9,23 +9,6 @@ import towerkit  # noqa: F401
 from towerkit.layers import ExtractionLayer
 
 
-def _saved_model_roundtrip(layer, inputs, tmp_path):
-    """Saves `layer` inside a tf.Module with a traced call, reloads, returns both outputs."""
-    specs = tf.nest.map_structure(lambda x: tf.TensorSpec(x.shape, x.dtype), inputs)
-    module = tf.Module()
-    module.layer = layer
-    module.f = tf.function(lambda *args: layer(*args), input_signature=specs)
-    expected = module.f(*inputs)
-    tf.saved_model.save(module, str(tmp_path / "m"))
-    loaded = tf.saved_model.load(str(tmp_path / "m"))
-    return expected, loaded.f(*inputs)
-
-
-def _assert_structures_close(a, b):
-    for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-6)
-
-
 def test_extraction_layer_shapes_and_shared_gate_only_when_not_final():
     x = tf.random.stateless_normal([8, 6], seed=[1, 1])
     final = ExtractionLayer(2, 1, 2, [5], final=True, seed=1)
@@ -57,17 +40,5 @@ def test_extraction_layer_golden_value():
     np.testing.assert_allclose(gates[0].numpy(), [[0.5, 0.5]], rtol=1e-6)
 
 
-def test_config_and_saved_model_roundtrip(tmp_path):
-    layer = ExtractionLayer(2, 1, 1, [4], final=False, seed=3)
-    args = ([tf.ones([2, 5])] * 3,)
-    expected = layer(*args)
-    clone = type(layer).from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
-    clone(*args)
-    clone.set_weights(layer.get_weights())
-    _assert_structures_close(expected, clone(*args))
-    revived = tf.keras.layers.deserialize(tf.keras.layers.serialize(layer))
-    assert type(revived) is type(layer)
-    before, after = _saved_model_roundtrip(layer, args, tmp_path)
-    _assert_structures_close(before, after)
-    _assert_structures_close(expected, after)
+def test_config_and_saved_model_roundtrip(check_layer_roundtrips):
+    check_layer_roundtrips(ExtractionLayer(2, 1, 1, [4], final=False, seed=3), ([tf.ones([2, 5])] * 3,))

@@ -43,7 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -52,12 +52,11 @@ from towerkit import _validation as check
 from towerkit.data import Vocabulary
 from towerkit.features import IdEmbedding
 from towerkit.models import MLP, AugmentedTower, DualAugmentedTwoTowerModel
-from towerkit.recipes.base import (IndexInputs, Recipe, load_run, register_recipe,
-                                   write_run_config)
+from towerkit.recipes.base import Recipe, register_recipe, write_run_config
 from towerkit.recipes.run_state import epoch_seed, fit_resumable, json_default
-from towerkit.recipes.two_tower import (_DTYPES, CANDIDATE_FEATURES, CANDIDATE_ID,
-                                        QUERY_FEATURES, TwoTowerRecipe, _column, _Data, _embed,
-                                        _layer_sizes, _tensor_dict, build_towers)
+from towerkit.recipes.two_tower import (CANDIDATE_FEATURES, CANDIDATE_ID, QUERY_FEATURES,
+                                        TwoTowerRecipe, _column, _Data, _layer_sizes,
+                                        _tensor_dict, build_towers)
 from towerkit.tasks import Retrieval
 
 __all__ = ["DatRecipe", "GENRE", "first_genres"]
@@ -163,6 +162,7 @@ class DatRecipe(TwoTowerRecipe):
 
     name = "dat"
     default_epochs = 3
+    data_class = _DatData
 
     def __init__(self, callbacks: Sequence[tf.keras.callbacks.Callback] = ()):
         """Args:
@@ -293,7 +293,7 @@ class DatRecipe(TwoTowerRecipe):
         run_dir = pathlib.Path(run_dir)
         write_run_config(run_dir, config)
         tf.keras.utils.set_random_seed(int(config["seed"]))
-        data = _DatData(config)
+        data = self.data_class(config)
         model = self.build_model(config, data)
         optimizer = (tf.keras.optimizers.Adagrad(params["learning_rate"])
                      if params["optimizer"] == "adagrad"
@@ -317,35 +317,3 @@ class DatRecipe(TwoTowerRecipe):
             metrics[f"train_{key}"] = float(history[key][-1])
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return metrics
-
-    def restore(self, run_dir) -> tuple:
-        """`(query_tower, candidate_tower, data, params)` of a finished run."""
-        _, config = load_run(run_dir)
-        params = self._params(config)
-        data = _DatData(config)
-        run_dir = pathlib.Path(run_dir)
-        for name in ("query_tower.json", "candidate_tower.json"):
-            if not (run_dir / name).is_file():
-                raise ValueError(f"{run_dir} lacks {name}; it is not a finished dat run "
-                                 "(train it again).")
-        query_tower, candidate_tower = self._load_towers(run_dir, data, params)
-        return query_tower, candidate_tower, data, params
-
-    def evaluate(self, run_dir, split: str = "test", dump_topn: Optional[str] = None) -> dict:
-        query_tower, candidate_tower, data, params = self.restore(run_dir)
-        return self._evaluate(query_tower, candidate_tower, data, params, split, dump_topn)
-
-    def index_inputs(self, run_dir) -> IndexInputs:
-        query_tower, candidate_tower, data, params = self.restore(run_dir)
-        query_keys = QUERY_FEATURES[params["features"]]
-        test_queries = _tensor_dict(data.split("test"), query_keys)
-        return IndexInputs(
-            query_model=query_tower,
-            query_signature={k: tf.TensorSpec([None], _DTYPES[k], name=k) for k in query_keys},
-            candidate_ids=data.candidate_ids,
-            candidate_embeddings=_embed(
-                candidate_tower, data.candidate_features(CANDIDATE_FEATURES[params["features"]])),
-            sample_queries={k: v[:8] for k, v in test_queries.items()},
-            candidate_titles=data.candidate_titles,
-            tuning_queries={k: v[8:508] for k, v in test_queries.items()},
-        )

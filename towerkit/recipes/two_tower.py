@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -185,6 +185,7 @@ class TwoTowerRecipe(Recipe):
 
     name = "two_tower"
     default_epochs = 3
+    data_class: ClassVar[type] = _Data  # the rows, split and catalogue of a run config
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -266,7 +267,7 @@ class TwoTowerRecipe(Recipe):
         run_dir = pathlib.Path(run_dir)
         for name in ("query_tower.json", "candidate_tower.json"):
             if not (run_dir / name).is_file():
-                raise ValueError(f"{run_dir} lacks {name}; it is not a finished two_tower run "
+                raise ValueError(f"{run_dir} lacks {name}; it is not a finished {self.name} run "
                                  "(train it again).")
         query_tower = _deserialize(run_dir / "query_tower.json")
         candidate_tower = _deserialize(run_dir / "candidate_tower.json")
@@ -292,7 +293,7 @@ class TwoTowerRecipe(Recipe):
         run_dir = pathlib.Path(run_dir)
         write_run_config(run_dir, config)
         tf.keras.utils.set_random_seed(int(config["seed"]))
-        data = _Data(config)
+        data = self.data_class(config)
         train = data.split("train")
         query_tower, candidate_tower = build_towers(params, train, data.candidate_ids,
                                                     data.candidate_titles)
@@ -360,18 +361,20 @@ class TwoTowerRecipe(Recipe):
                      topn_scores=top_scores)
         return metrics
 
-    def evaluate(self, run_dir, split: str = "test", dump_topn: Optional[str] = None) -> dict:
+    def restore(self, run_dir) -> tuple:
+        """`(query_tower, candidate_tower, data, params)` of a finished run, weights restored."""
         _, config = load_run(run_dir)
         params = self._params(config)
-        data = _Data(config)
+        data = self.data_class(config)
         query_tower, candidate_tower = self._load_towers(run_dir, data, params)
+        return query_tower, candidate_tower, data, params
+
+    def evaluate(self, run_dir, split: str = "test", dump_topn: Optional[str] = None) -> dict:
+        query_tower, candidate_tower, data, params = self.restore(run_dir)
         return self._evaluate(query_tower, candidate_tower, data, params, split, dump_topn)
 
     def index_inputs(self, run_dir) -> IndexInputs:
-        _, config = load_run(run_dir)
-        params = self._params(config)
-        data = _Data(config)
-        query_tower, candidate_tower = self._load_towers(run_dir, data, params)
+        query_tower, candidate_tower, data, params = self.restore(run_dir)
         query_keys = QUERY_FEATURES[params["features"]]
         test_queries = _tensor_dict(data.split("test"), query_keys)
         return IndexInputs(
