@@ -26,15 +26,7 @@ def roc_auc(labels, scores, weights: Optional[np.ndarray] = None) -> float:
     Raises:
       ValueError: shapes differ, labels are not 0/1, or weights are not 0/1.
     """
-    labels = np.asarray(labels, dtype=np.float64).ravel()
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    if labels.shape != scores.shape:
-        raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in length.")
-    if weights is not None:
-        weights = np.asarray(weights, dtype=np.float64).ravel()
-        if weights.shape != labels.shape or not np.isin(weights, (0.0, 1.0)).all():
-            raise ValueError("weights must be a 0/1 mask aligned with labels.")
-        labels, scores = labels[weights == 1], scores[weights == 1]
+    labels, scores = _masked(labels, scores, weights)
     if not np.isin(labels, (0.0, 1.0)).all():
         raise ValueError("labels must be 0 or 1.")
     if np.isnan(scores).any():
@@ -78,15 +70,7 @@ class StreamingAUC:
         Raises:
           ValueError: shapes differ or the mask is not 0/1.
         """
-        labels = np.asarray(labels, dtype=np.float64).ravel()
-        scores = np.asarray(scores, dtype=np.float64).ravel()
-        if labels.shape != scores.shape:
-            raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in length.")
-        if weights is not None:
-            weights = np.asarray(weights, dtype=np.float64).ravel()
-            if weights.shape != labels.shape or not np.isin(weights, (0.0, 1.0)).all():
-                raise ValueError("weights must be a 0/1 mask aligned with labels.")
-            labels, scores = labels[weights == 1], scores[weights == 1]
+        labels, scores = _masked(labels, scores, weights)
         self._labels.append(labels)
         self._scores.append(scores)
 
@@ -104,3 +88,21 @@ class StreamingAUC:
     def reset(self) -> None:
         """Forgets everything added."""
         self._labels, self._scores = [], []
+
+
+def _masked(labels, scores, weights=None) -> tuple:
+    """Flat float64 `(labels, scores)`, keeping the rows where the 0/1 `weights` mask is 1.
+
+    Raises:
+      ValueError: shapes differ or the mask is not 0/1.
+    """
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in length.")
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64).ravel()
+        if weights.shape != labels.shape or not np.isin(weights, (0.0, 1.0)).all():
+            raise ValueError("weights must be a 0/1 mask aligned with labels.")
+        labels, scores = labels[weights == 1], scores[weights == 1]
+    return labels, scores

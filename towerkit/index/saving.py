@@ -64,10 +64,7 @@ class _IndexModule(tf.Module):
         @tf.function(input_signature=[specs, tf.TensorSpec([], tf.int32, name="k")],
                      autograph=False)
         def top_k(features, k):
-            with tf.control_dependencies([tf.debugging.Assert(
-                tf.logical_and(k >= 1, k <= max_k),
-                [f"requested k must be in [1, max_k={max_k}]; got k =", k])]):
-                k = tf.identity(k)
+            k = checked_k(k, max_k)
             features = checked(features)
             scores, ids = index.call(as_queries(features), k=k)
             return with_known({"ids": ids, "scores": scores}, features)
@@ -221,3 +218,12 @@ def save_index(index: Index, path: Union[str, os.PathLike],
     with open(os.path.join(path, "assets", METADATA_FILE), "w") as f:
         json.dump(metadata, f, indent=2)
     return path
+
+
+def checked_k(k: tf.Tensor, max_k: int) -> tf.Tensor:
+    """`k` behind a graph check that `1 <= k <= max_k`: an exported `top_k` signature fails with
+    an InvalidArgument naming both numbers instead of returning a short or empty list."""
+    with tf.control_dependencies([tf.debugging.Assert(
+            tf.logical_and(k >= 1, k <= max_k),
+            [f"requested k must be in [1, max_k={max_k}]; got k =", k])]):
+        return tf.identity(k)

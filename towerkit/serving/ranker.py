@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from towerkit.index import Index
-from towerkit.index.saving import _state_of  # pylint: disable=protected-access
+from towerkit.index.saving import _state_of, checked_k  # pylint: disable=protected-access
 
 __all__ = ["RankerServable", "RetrieveThenRank", "score_candidates", "fuse", "DEFAULT_FUSION",
            "METADATA_FILE"]
@@ -225,11 +225,7 @@ class RetrieveThenRank(tf.Module):
         @tf.function(input_signature=[specs, tf.TensorSpec([], tf.int32, name="k")],
                      autograph=False)
         def top_k(features, k):
-            with tf.control_dependencies([tf.debugging.Assert(
-                    tf.logical_and(k >= 1, k <= max_k),
-                    [f"requested k must be in [1, max_k={max_k}]; got k =", k])]):
-                k = tf.identity(k)
-            return rank(features, k)
+            return rank(features, checked_k(k, max_k))
 
         self.serving_default, self.top_k = serving_default, top_k
 
