@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-__all__ = ["load", "load_columns", "feature_names", "MovieLensUnavailableError"]
+__all__ = ["load", "load_columns", "feature_names", "interactions", "MovieLensUnavailableError"]
 
 # Where tfds downloads MovieLens from (checked before a download is attempted).
 _DOWNLOAD_HOST = ("files.grouplens.org", 443)
@@ -175,3 +175,51 @@ def load_columns(config: str = "100k-ratings", data_dir: Optional[str] = None) -
       features are `bytes` arrays, `movie_genres` is an object array of int64 arrays.
     """
     return _load_columns_cached(_normalise(config), _resolve_data_dir(data_dir))
+
+
+# TFDS user profile columns -> names of the user feature table of `interactions`.
+_USER_PROFILE = {"bucketized_user_age": "user_age", "user_gender": "user_gender",
+                 "user_occupation_label": "user_occupation"}
+
+
+def interactions(config: str = "100k-ratings", data_dir: Optional[str] = None):
+    """A MovieLens ratings config as generic `towerkit.data.Interactions`.
+
+    The one place that names MovieLens columns for the generic data layer: `user_id`,
+    `movie_id`, `timestamp` and `user_rating` become the `user`, `item`, `timestamp` and
+    `rating` fields (the ids as int64, so they order numerically); the profile columns (when the config has them) form the user feature
+    table (`user_age`, `user_gender`, `user_occupation`), and `movie_title`/`movie_genres`
+    the item feature table.
+
+    Args:
+      config: str. A TFDS MovieLens *ratings* config, e.g. `100k-ratings`.
+      data_dir: str or None. As in `load`.
+
+    Returns:
+      `Interactions`, one row per rating in TFDS order.
+
+    Raises:
+      ValueError: not a ratings config.
+      MovieLensUnavailableError: as `load`.
+    """
+    from towerkit.data.columns import Columns  # pylint: disable=import-outside-toplevel
+    from towerkit.data.interactions import Interactions  # pylint: disable=import-outside-toplevel
+
+    if not _normalise(config).endswith(_RATINGS_SUFFIX):
+        raise ValueError(f"interactions needs a *-ratings config, got {config!r}.")
+    columns = dict(load_columns(config, data_dir=data_dir))
+    for c in ("user_id", "movie_id"):  # decimal strings: as integers they sort numerically
+        columns[c] = np.array([int(v) for v in columns[c]], dtype=np.int64)
+    users, first_user_row = np.unique(columns["user_id"], return_index=True)
+    user_table = {"user_id": users}
+    user_table.update({name: columns[c][first_user_row] for c, name in _USER_PROFILE.items()
+                       if c in columns})
+    movies, first_movie_row = np.unique(columns["movie_id"], return_index=True)
+    item_table = {"movie_id": movies}
+    item_table.update({c: columns[c][first_movie_row] for c in ("movie_title", "movie_genres")
+                       if c in columns})
+    return Interactions.from_columns(
+        columns, Columns(user="user_id", item="movie_id", time="timestamp", rating="user_rating"),
+        user_features=user_table if len(user_table) > 1 else None,
+        item_features=item_table if len(item_table) > 1 else None,
+        source=f"movielens/{_normalise(config)}")
