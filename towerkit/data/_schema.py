@@ -34,6 +34,9 @@ def check_present(data, wanted: Sequence[str], source: str) -> None:
 def _array(values) -> np.ndarray:
     if hasattr(values, "to_numpy"):  # pandas Series: string/arrow dtypes come back as objects
         return values.to_numpy()
+    types = {type(v) for v in values} if isinstance(values, (list, tuple)) else set()
+    if len(types) > 1 and types & {str, bytes}:
+        return np.array(values, dtype=object)  # np.asarray would turn [b"a", 2] into strings
     return np.asarray(values)
 
 
@@ -163,6 +166,11 @@ def convert(data, mapping: Mapping[str, str], source: str) -> dict:
       `{canonical field: np.ndarray}`, all of one length.
     """
     check_present(data, list(mapping.values()), source)
+    lengths = {c: len(data[c]) for c in mapping.values()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{source}: columns have different lengths {lengths}.")
+    if not next(iter(lengths.values())):
+        raise ValueError(f"{source} has no rows.")
     out = {}
     for field, column in mapping.items():
         if field in ID_FIELDS:
@@ -171,7 +179,4 @@ def convert(data, mapping: Mapping[str, str], source: str) -> dict:
             out[field] = time_column(data[column], column, source)
         else:
             out[field] = value_column(data[column], column, field, source)
-    lengths = {f: len(v) for f, v in out.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"{source}: columns have different lengths {lengths}.")
     return out
