@@ -33,6 +33,8 @@ def check_present(data, wanted: Sequence[str], source: str) -> None:
 
 def _array(values) -> np.ndarray:
     if hasattr(values, "to_numpy"):  # pandas Series: string/arrow dtypes come back as objects
+        if getattr(values.dtype, "tz", None) is not None:  # tz-aware datetimes -> naive UTC
+            values = values.dt.tz_convert(None)
         return values.to_numpy()
     types = {type(v) for v in values} if isinstance(values, (list, tuple)) else set()
     if len(types) > 1 and types & {str, bytes}:

@@ -111,10 +111,12 @@ def _csv_chunks(path, columns: Columns, chunk_rows: int) -> Iterator[Interaction
                 frame[c] = _csv_ids(frame[c], c, f, id_kinds)
             if columns.time and frame[columns.time].dtype.kind not in "iufM":
                 try:
-                    frame[columns.time] = pd.to_datetime(frame[columns.time], utc=True)
+                    frame[columns.time] = pd.to_datetime(frame[columns.time], utc=True,
+                                                         format="ISO8601")
                 except (ValueError, TypeError) as e:
                     raise TypeError(f"{f}: timestamp column {columns.time!r} holds neither "
-                                    f"numbers nor dates ({e}); fix or drop those rows.") from e
+                                    f"numbers nor ISO 8601 dates ({str(e).splitlines()[0]}); "
+                                    "fix or drop those rows.") from e
             yield Interactions.from_columns(frame, columns, source=f)
 
 
