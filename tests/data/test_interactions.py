@@ -110,3 +110,17 @@ def test_concat_and_canonical_order():
     strings = Interactions.from_columns(_data(uid=["3", "1", "3", "2"]), COLS)
     with pytest.raises(TypeError, match="strings in one part and integers"):
         Interactions.concat([log, strings])
+
+
+def test_to_dataset_batches_and_shuffles():
+    log = Interactions.from_columns(_data(), COLS)
+    rows = list(log.to_dataset().as_numpy_iterator())
+    assert [r["user"] for r in rows] == [3, 1, 3, 2] and rows[0]["item"] == b"b"
+    batches = list(log.to_dataset(batch_size=3).as_numpy_iterator())
+    assert [list(b["timestamp"]) for b in batches] == [[30, 10, 20], [40]]
+    shuffled = list(log.to_dataset(batch_size=2, shuffle=True, seed=1).as_numpy_iterator())
+    stamps = np.concatenate([b["timestamp"] for b in shuffled])
+    assert sorted(stamps) == [10, 20, 30, 40]
+    for b in shuffled:  # rows stay aligned across fields
+        for t, u in zip(b["timestamp"], b["user"]):
+            assert {10: 1, 20: 3, 30: 3, 40: 2}[t] == u

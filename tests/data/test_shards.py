@@ -64,8 +64,15 @@ def test_shuffled_stream_covers_every_row_once(csv, tmp_path):
     write_shards(csv, tmp_path / "s", num_shards=4, columns=COLS, block_rows=100)
     ds = read_shards(tmp_path / "s", batch_size=100, shuffle_buffer=500, seed=0,
                      deterministic=False)
-    weights = np.sort(np.concatenate([b["weight"] for b in ds.as_numpy_iterator()]))
-    np.testing.assert_array_equal(weights, np.sort(sources.read(csv, COLS)["weight"]))
+    batches = list(ds.as_numpy_iterator())
+    pairs = sorted(zip(np.concatenate([b["weight"] for b in batches]),
+                       np.concatenate([b["user"] for b in batches])))
+    memory = sources.read(csv, COLS)
+    assert pairs == sorted(zip(memory["weight"], memory["user"]))  # every row once, aligned
+    plain = np.concatenate([b["weight"] for b in
+                            read_shards(tmp_path / "s", batch_size=100).as_numpy_iterator()])
+    shuffled = np.concatenate([b["weight"] for b in batches])
+    assert np.mean(shuffled != plain) > 0.9
 
 
 def test_failed_write_leaves_nothing(tmp_path):

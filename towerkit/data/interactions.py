@@ -160,7 +160,36 @@ class Interactions:
             keys.append(c.astype(bytes) if c.dtype == object else c)
         return np.lexsort(keys)
 
-    def to_dataset(self) -> tf.data.Dataset:
-        """`tf.data.Dataset` of one dict per interaction, in row order (the in-memory path)."""
-        return tf.data.Dataset.from_tensor_slices(
-            {f: (c.astype(bytes) if c.dtype == object else c) for f, c in self._columns.items()})
+    def to_dataset(self, batch_size: Optional[int] = None, shuffle: bool = False,
+                   seed: Optional[int] = None) -> tf.data.Dataset:
+        """The in-memory path: a `tf.data.Dataset` of interaction dicts.
+
+        Batches are sliced from the whole columns (one op per batch rather than one per row).
+
+        Args:
+          batch_size: int or None. None yields single interactions, in row order.
+          shuffle: bool. Draw a fresh random permutation of the rows each pass (batched only).
+          seed: int or None. Seed of the permutation.
+
+        Returns:
+          Dicts of `[batch]` (or scalar) tensors keyed by the canonical field names.
+        """
+        tensors = {f: tf.constant(c.astype(bytes) if c.dtype == object else c)
+                   for f, c in self._columns.items()}
+        if batch_size is None:
+            if shuffle:
+                raise ValueError("shuffle=True needs a batch_size.")
+            return tf.data.Dataset.from_tensor_slices(tensors)
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+        n = len(self)
+        num_batches = -(-n // batch_size)
+        if shuffle:
+            order = tf.data.Dataset.from_tensors(n).map(
+                lambda size: tf.random.shuffle(tf.range(size, dtype=tf.int64), seed=seed))
+        else:
+            order = tf.data.Dataset.from_tensors(tf.range(n, dtype=tf.int64))
+        batches = order.flat_map(lambda perm: tf.data.Dataset.range(num_batches).map(
+            lambda i: perm[i * batch_size:(i + 1) * batch_size]))
+        return batches.map(lambda rows: {f: tf.gather(t, rows) for f, t in tensors.items()},
+                           num_parallel_calls=tf.data.AUTOTUNE)

@@ -11,7 +11,7 @@ writer vectorised. The shard files are written under a temporary directory that 
 the fields, their dtypes and the rows per shard.
 
 `read_shards` streams them back: files interleaved, blocks parsed in parallel, rows rebatched
-(optionally shuffled), prefetched.
+(optionally shuffled by blocks and windows of rows), prefetched.
 
 Example:
   >>> write_shards("events.parquet", "/data/shards", num_shards=64,
@@ -229,8 +229,9 @@ def read_shards(directory: Union[str, os.PathLike], batch_size: Optional[int] = 
     Args:
       directory: str. A directory written by `write_shards` (or the Beam pipeline).
       batch_size: int or None. Batch size; None yields single interactions.
-      shuffle_buffer: int. Row shuffle buffer (0: no shuffling; shard files are shuffled
-        too when > 0).
+      shuffle_buffer: int. Rows mixed at a time (0: no shuffling). When > 0, shard files
+        and blocks are shuffled, and each window of about `shuffle_buffer` rows is
+        permuted as a whole.
       seed: int or None. Shuffle seed.
       cycle_length: int. Shard files read concurrently.
       deterministic: bool. Keep a fixed order (False lets tf.data trade order for speed).
@@ -253,15 +254,23 @@ def read_shards(directory: Union[str, os.PathLike], batch_size: Optional[int] = 
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     ds = ds.map(lambda record: tf.io.parse_single_example(record, spec),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    if shuffle_buffer or batch_size is None:
-        ds = ds.unbatch()
-        if shuffle_buffer:
-            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if batch_size is not None:
-            ds = ds.batch(batch_size)
-    else:
-        ds = ds.rebatch(batch_size)
+    if shuffle_buffer:
+        # Vectorised shuffling: blocks are shuffled, then windows of about `shuffle_buffer`
+        # rows are permuted as a whole (one gather per window, not one op per row).
+        window = max(1, shuffle_buffer // manifest["block_rows"])
+        ds = ds.shuffle(2 * window, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.ragged_batch(window).map(
+            lambda w: {f: v.flat_values for f, v in w.items()})
+        ds = ds.map(lambda w: _permute(w, seed), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=deterministic)
+    ds = ds.unbatch() if batch_size is None else ds.rebatch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _permute(columns: dict, seed: Optional[int]) -> dict:
+    first = next(iter(columns.values()))
+    order = tf.random.shuffle(tf.range(tf.shape(first)[0]), seed=seed)
+    return {f: tf.gather(v, order) for f, v in columns.items()}
 
 
 def load_shards(directory: Union[str, os.PathLike]) -> Interactions:
