@@ -67,6 +67,17 @@ def test_renamed_csv_gives_the_identical_protocol(reference, renamed):
                                            for k, v in reference.user_feature_sizes.items()}
 
 
+def test_csv_copy_is_the_tfds_source_renamed(renamed):
+    """The CSV source reads back exactly the tfds source's interactions (ids renamed)."""
+    log = movielens.interactions("100k-ratings")
+    assert renamed.fields == log.fields == ("user", "item", "timestamp", "rating")
+    np.testing.assert_array_equal(_plain(renamed["user"], "person-").astype(int), log["user"])
+    np.testing.assert_array_equal(_plain(renamed["item"], "film-").astype(int), log["item"])
+    for field in ("timestamp", "rating"):
+        assert renamed[field].dtype == log[field].dtype
+        np.testing.assert_array_equal(renamed[field], log[field])
+
+
 def test_tfds_source_gives_the_identical_protocol(reference):
     protocol = sequential_protocol(movielens.interactions("100k-ratings"))
     np.testing.assert_array_equal(protocol.item_ids, reference.item_ids)
