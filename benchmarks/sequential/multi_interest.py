@@ -7,9 +7,11 @@ Markdown table (mean and min-max over seeds). K = 4 interests, dim 64 throughout
 
 Usage:
   python benchmarks/sequential/multi_interest.py --models mind comirec_dr comirec_sa \
-      --seeds 0 1 2 --out benchmarks/sequential/multi_interest_results.json
+      --seeds 0 1 2 --out seq/multi_interest.json
+  python benchmarks/sequential/multi_interest.py --table-from seq/*.json \
+      --merge-into benchmarks/sequential/results.json
 
-Settings are in `SETTINGS` (chosen on the valid users only, see MULTI_INTEREST_RESULTS.md);
+Settings are in `SETTINGS` (chosen on the valid users only, see RESULTS.md);
 `--params` / `--epochs` (JSON by model name) override them, and a model name `NAME@TAG` runs
 recipe NAME with the overrides given under `NAME@TAG` (for ablations).
 """
@@ -23,7 +25,7 @@ import pathlib
 import run as sequential_run  # benchmarks/sequential/run.py (this script's directory)
 
 # Cosine scores with temperature 0.1 (l2_normalize) were the decisive setting on the valid users
-# (see MULTI_INTEREST_RESULTS.md); raw dot products trained far slower. Every model trains at most
+# (see RESULTS.md); raw dot products trained far slower. Every model trains at most
 # 15 epochs, stops 3 epochs after its best valid recall@50 and keeps that epoch's weights (the
 # recipes' defaults). ComiRec-DR scores at temperature 0.2, trains the interest with the
 # largest cosine to the target (the one cosine retrieval ranks it by) and indexes its
@@ -69,13 +71,24 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--params", default="{}", help="JSON: model -> params overrides")
     parser.add_argument("--epochs", default="{}", help="JSON: model -> epochs")
-    parser.add_argument("--out", default="benchmarks/sequential/multi_interest_results.json")
+    parser.add_argument("--out", default="seq/multi_interest.json")
     parser.add_argument("--table-from", nargs="+", default=None,
                         help="only print the table of these result JSON files")
+    parser.add_argument("--merge-into", default=None,
+                        help="with --table-from: also write all their rows into this JSON file")
     args = parser.parse_args(argv)
+    if args.merge_into and not args.table_from:
+        parser.error("--merge-into needs --table-from FILE [FILE ...]")
     if args.table_from:
-        rows = [r for f in args.table_from for r in json.loads(pathlib.Path(f).read_text())["rows"]]
+        files = [json.loads(pathlib.Path(f).read_text()) for f in args.table_from]
+        rows = [r for f in files for r in f["rows"]]
         print(table(rows))
+        if args.merge_into:
+            machine = "; ".join(sorted({f.get("machine", "") for f in files} - {""}))
+            target = pathlib.Path(args.merge_into)
+            partial = target.with_name(f".{target.name}.partial")
+            partial.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+            partial.replace(target)
         return
     out = pathlib.Path(args.out)
     rows = json.loads(out.read_text())["rows"] if out.exists() else []

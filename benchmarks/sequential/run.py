@@ -17,10 +17,11 @@ Usage (the protocol table, one command per model; the multi-interest models run 
       --out seq/comirec_dr.json
   python benchmarks/sequential/multi_interest.py --models comirec_sa --seeds 0 1 2 \
       --out seq/comirec_sa.json
-  python benchmarks/sequential/multi_interest.py --table-from seq/*.json
-  # another recipe, e.g. a multi-interest one, with its own settings and result file:
-  python benchmarks/sequential/run.py --models mind --params '{"mind": {"num_interests": 4}}' \
-      --epochs '{"mind": 20}' --out benchmarks/sequential/multi_interest_results.json
+  python benchmarks/sequential/multi_interest.py --table-from seq/*.json \
+      --merge-into benchmarks/sequential/results.json
+  # another recipe with its own settings and result file:
+  python benchmarks/sequential/run.py --models mind --params '{"mind": {"num_interests": 2}}' \
+      --epochs '{"mind": 20}' --out seq/mind_k2.json
 
 Settings of the built-in models are in `SETTINGS` (tuned on the valid users only);
 `--params`/`--epochs` (JSON by model name) override or add to them.
@@ -104,7 +105,7 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--params", default="{}", help="JSON: model -> params overrides")
     parser.add_argument("--epochs", default="{}", help="JSON: model -> epochs")
-    parser.add_argument("--out", default="benchmarks/sequential/results.json")
+    parser.add_argument("--out", default="seq/results.json")
     args = parser.parse_args(argv)
     rows = run_models(args, lambda model: SETTINGS.get(model, (model, 10, {}))[1:], rows=[])
     pathlib.Path(args.out).with_suffix(".md").write_text(table(rows) + "\n")

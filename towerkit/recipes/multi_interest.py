@@ -173,7 +173,7 @@ class MultiInterestRecipe(SequentialRecipe):
     three models plateaus after 2-4 epochs and then wanders by +-0.02 from epoch to epoch while
     the training loss keeps falling, so a fixed epoch count is a guess; stopping on the valid
     users and keeping the best epoch (as ComiRec's authors do) removes it
-    (benchmarks/sequential/MULTI_INTEREST_RESULTS.md).
+    (benchmarks/sequential/RESULTS.md).
     """
 
     default_epochs = 15
@@ -181,7 +181,7 @@ class MultiInterestRecipe(SequentialRecipe):
     @classmethod
     def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:
         # Cosine scores at temperature 0.1 trained much faster than raw dot products on the
-        # valid users (benchmarks/sequential/MULTI_INTEREST_RESULTS.md): the default here.
+        # valid users (benchmarks/sequential/RESULTS.md): the default here.
         parser.set_defaults(l2_normalize=True, temperature=0.1)
         parser.add_argument("--no-l2-normalize", dest="l2_normalize", action="store_false",
                             help="raw dot-product scores instead of cosine / temperature")
@@ -290,7 +290,7 @@ class MINDRecipe(MultiInterestRecipe):
     capsule, as in the paper, whenever the dataset has one (movielens 100k/1m ratings); the
     profile's raw values are then serving inputs beside the history. `--no-user-features`
     trains the history-only model. On the valid users the profile added 0.015 recall@50 on each
-    of three seeds (benchmarks/sequential/MULTI_INTEREST_RESULTS.md, fourth round).
+    of three seeds (benchmarks/sequential/RESULTS.md, multi-interest tuning, fourth round).
     """
 
     name = "mind"
@@ -315,7 +315,7 @@ class MINDRecipe(MultiInterestRecipe):
                             help="L2 penalty on the shared bilinear map S")
         # Default (None): the paper's profile input whenever the dataset has one (movielens
         # 100k/1m ratings: age bucket, gender, occupation), chosen on the valid users
-        # (benchmarks/sequential/MULTI_INTEREST_RESULTS.md).
+        # (benchmarks/sequential/RESULTS.md).
         parser.add_argument("--user-features", action=argparse.BooleanOptionalAction,
                             default=None,
                             help="concatenate the user profile (age bucket, gender, occupation) "
@@ -361,7 +361,7 @@ class ComiRecDRRecipe(MultiInterestRecipe):
 
     @classmethod
     def add_model_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        # Chosen on the valid users (benchmarks/sequential/MULTI_INTEREST_RESULTS.md), mean
+        # Chosen on the valid users (benchmarks/sequential/RESULTS.md), mean
         # recall@50 over epochs 3-8, seed 0: temperature 0.2 rather than MIND's and ComiRec-SA's
         # 0.1 (0.05 / 0.1 / 0.2 / 0.3: 0.20 / 0.27 / 0.28 / 0.26); the cosine readout, which
         # trains the interest that cosine retrieval would rank the target by (0.282 -> 0.299);
