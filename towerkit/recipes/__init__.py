@@ -9,8 +9,8 @@ from towerkit.recipes.base import (IndexInputs, Recipe, available_recipes, get_r
                                    register_recipe, write_run_config)
 
 # Importing the recipe modules registers them.
-from towerkit.recipes import (dat, multi_interest, multi_task_ranking,  # noqa: E402,F401
-                              sequential, two_tower)
+from towerkit.recipes import (dat, mt_ebr, multi_interest,  # noqa: E402,F401
+                              multi_task_ranking, sequential, two_tower)
 
 __all__ = [
     "IndexInputs",
