@@ -43,7 +43,7 @@ class SASRecRecipe(SequentialRecipe):
     """
 
     name = "sasrec"
-    default_epochs = 30
+    default_epochs = 20
 
     @classmethod
     def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:
