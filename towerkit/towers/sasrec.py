@@ -50,7 +50,11 @@ class SASRecTower(tf.keras.layers.Layer):
     per position) and only the last position is read out and trained (the paper trains every
     position of the sequence; towerkit's sequential protocol already turns each history
     prefix into one example). Multi-head attention (the paper uses one head) concatenates the
-    heads without an output projection.
+    heads without an output projection. Queries, keys and values all come from the
+    layer-normalised input, as the paper's `g(x) = x + Dropout(g(LayerNorm(x)))` writes it (the
+    authors' code normalises only the queries), and dropout acts on the embeddings and the two
+    sublayer outputs, not on the attention weights. Positions are read from the end of the
+    history (the paper's left padding) although towerkit's histories are left-aligned.
 
     Example:
     ```python
