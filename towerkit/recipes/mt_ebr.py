@@ -107,7 +107,7 @@ class MultiTaskEBRRecipe(SequentialRecipe):
         parser.add_argument("--num-heads", type=check.positive_int,
                             default=DEFAULTS["num_heads"],
                             help="attention heads; must divide --embedding-dim")
-        parser.add_argument("--dropout", type=float, default=DEFAULTS["dropout"],
+        parser.add_argument("--dropout", type=check.dropout_rate, default=DEFAULTS["dropout"],
                             help="dropout in the SASRec encoder (default: %(default)s)")
         parser.add_argument("--clusters", choices=CLUSTERINGS, default=DEFAULTS["clusters"],
                             help="divide the catalogue by first genre or by k-means over "
