@@ -162,6 +162,6 @@ queries = {k: tf.constant(v[:2]) for k, v in inputs.sample_queries.items()}
 served = loaded.signatures["serving_default"](**queries)
 _, in_process = index(queries)
 assert (served["ids"].numpy() == in_process.numpy()).all()
-titles = dict(zip(protocol.item_ids[1:], protocol.sequences.item_titles[1:]))
+titles = dict(zip(protocol.item_ids[1:], protocol.sequences.item_titles[1:]))  # bytes -> bytes
 for movie in served["ids"].numpy()[0][:10]:
-    print(" ", titles[movie.decode()])
+    print(" ", titles[movie].decode())
