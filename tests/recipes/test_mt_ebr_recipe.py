@@ -12,6 +12,7 @@ from towerkit.evaluation import distinct_categories
 from towerkit.index.cluster_quotas import cluster_quotas
 from towerkit.recipes import load_run, make_run_config
 from towerkit.recipes.mt_ebr import MultiTaskEBRRecipe
+from towerkit.recipes.sequential import load_protocol
 from towerkit.serving import clean_process
 
 SMALL = ["--epochs", "1", "--embedding-dim", "16", "--num-blocks", "1", "--batch-size", "1024",
@@ -59,14 +60,15 @@ def test_evaluate_reports_accuracy_and_diversity_of_the_quota_merge(run_dir, tmp
 def test_export_is_one_saved_model_equal_to_in_process(run_dir, tmp_path, capsys):
     capsys.readouterr()
     base = tmp_path / "serve"
-    # Every stock-TF index kind is exported and checked in tests/index/test_clustered_index.py.
-    assert main(["export", str(run_dir), "--index", "brute-force", "--k", "50",
+    # The portable kind here, in a TensorFlow-only process; BruteForce and Annoy exports are
+    # checked in tests/index/test_clustered_index.py.
+    assert main(["export", str(run_dir), "--index", "portable", "--k", "50",
                  "--model-base-path", str(base), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["class"] == "ClusteredIndex" and summary["custom_ops"] == []
-    recipe, _ = load_run(run_dir)
+    recipe, config = load_run(run_dir)
     inputs = recipe.index_inputs(run_dir)
-    _, protocol, model = recipe.restore(run_dir)
+    model, protocol = inputs.query_model.model, load_protocol(config)
     queries = inputs.sample_queries
     run = clean_process.run_saved_model(summary["path"], queries, warmup=True)
     assert run.warmup_requests == len(queries["history"])
@@ -79,6 +81,10 @@ def test_export_is_one_saved_model_equal_to_in_process(run_dir, tmp_path, capsys
     np.testing.assert_array_equal(run.outputs["ids"].astype(bytes),
                                   protocol.item_ids[items.numpy()].astype(bytes))
     assert run.outputs["known_query"].all()
+    # `towerkit recommend` serves the export like any sequence export.
+    capsys.readouterr()
+    assert main(["recommend", summary["path"], "--history", "50,181,1", "-k", "5"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) >= 5
 
 
 def test_flags_are_validated_before_any_work(tmp_path, capsys):
@@ -107,7 +113,6 @@ def test_flags_are_validated_before_any_work(tmp_path, capsys):
 
 def test_kmeans_clusters_of_the_catalogue_are_a_partition():
     from towerkit.recipes.mt_ebr import item_clusters
-    from towerkit.recipes.sequential import load_protocol
 
     protocol = load_protocol(make_run_config("mt_ebr", "movielens/100k-ratings"))
     params = MultiTaskEBRRecipe.resolve_params({"params": {"clusters": "kmeans",
