@@ -70,8 +70,8 @@ for name in ("sasrec", "mt_ebr"):
 # ## The clusters
 #
 # `mt_ebr`'s default divide: each movie in the cluster of its first TFDS genre (the genres are
-# listed by label id, so "Action|Comedy" is Action). The clusters are very unequal: Drama and
-# Comedy hold most movies.
+# listed by label id, so "Action|Comedy" is Action). The clusters are very unequal: Drama,
+# Comedy and Action hold 962 of the 1,349 movies, War 3.
 
 # %%
 ebr = runs["mt_ebr"]
