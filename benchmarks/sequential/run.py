@@ -55,7 +55,7 @@ SETTINGS = {
     # Chosen on the valid users, seed 0 (benchmarks/sequential/sasrec_sweep.py, SASREC_SECTION.md).
     "sasrec": ("sasrec", 20, {"embedding_dim": 64, "batch_size": 1024, "learning_rate": 3e-3,
                               "loss": "full", "early_stopping": 3, "num_blocks": 2,
-                              "num_heads": 1, "dropout": 0.2}),
+                              "num_heads": 1, "dropout": 0.5}),
     "youtube_dnn": ("youtube_dnn", 30, dict(_YTDNN)),
     # The paper's model: + user profile (age, gender, occupation) and the history's genres.
     "youtube_dnn_profile_genres": ("youtube_dnn", 30, {**_YTDNN, "user_features": True,

@@ -29,11 +29,12 @@ def protocol():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """One short real SASRec training through the CLI (1 epoch, batch 1024, dim 16, 2 heads)."""
+    """One short real SASRec training through the CLI (1 epoch, batch 1024, dim 16, 2 heads,
+    dropout 0.2: the recipe's 0.5 needs more than one epoch)."""
     out = tmp_path_factory.mktemp("sasrec") / "run"
     assert main([*TRAIN, "--epochs", "1", "--seed", "2", "--out", str(out),
                  "--batch-size", "1024", "--learning-rate", "0.005", "--embedding-dim", "16",
-                 "--num-heads", "2"]) == 0
+                 "--num-heads", "2", "--dropout", "0.2"]) == 0
     return out
 
 
@@ -153,13 +154,15 @@ def test_python_api_validation_and_defaults():
                                                params={"num_blocks": 1.5}))
     # Hand-built params get the recipe's defaults; early stopping is on, epochs a cap.
     params = recipe.resolve_params({"params": {}})
-    assert (params["num_blocks"], params["num_heads"], params["dropout"]) == (2, 1, 0.2)
+    assert (params["num_blocks"], params["num_heads"], params["dropout"]) == (2, 1, 0.5)
+    assert (params["batch_size"], params["learning_rate"]) == (1024, 3e-3)
     assert params["early_stopping"] == 3 and SASRecRecipe.default_epochs >= 15
     assert SASRecRecipe.early_stopping is SequentialRecipe.early_stopping
     parser = argparse.ArgumentParser()
     SASRecRecipe.add_arguments(parser)
     parsed = parser.parse_args([])
-    assert (parsed.num_blocks, parsed.num_heads, parsed.dropout) == (2, 1, 0.2)
+    assert (parsed.num_blocks, parsed.num_heads, parsed.dropout) == (2, 1, 0.5)
+    assert (parsed.batch_size, parsed.learning_rate) == (1024, 3e-3)
     assert parsed.early_stopping == 3
 
 
