@@ -10,7 +10,9 @@ under per-user quotas. Here:
   users' sequences (SVD of the positive PMI of co-occurrences within 5 positions; the paper
   clusters Word2Vec embeddings). See `towerkit.data.ItemClusters`.
 * Model: `towerkit.models.MultiTaskEBR` over a `SASRecTower` (`--num-blocks`, `--num-heads`,
-  `--dropout`: the `sasrec` defaults 2 / 1 / 0.2). An example is the task of its target's
+  `--dropout`: 2 / 1 / 0.2; batch 1024, learning rate 3e-3: the settings benchmarked against
+  `sasrec` in benchmarks/sequential/MT_EBR_SECTION.md, where alpha = 1 is also the best
+  quota exponent on the valid users). An example is the task of its target's
   cluster; its loss is the full softmax over that cluster's items only (only `--loss full`;
   score and temperature as in `sasrec`: dot product, temperature 1, unless `--l2-normalize`).
   The intent model is a softmax head on the same encoder with its own prompt, trained with
@@ -65,7 +67,10 @@ GENRE_NAMES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime"
                "Drama", "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery",
                "Romance", "Sci-Fi", "Thriller", "Unknown", "War", "Western",
                "(no genres listed)")
-DEFAULTS = {"num_blocks": 2, "num_heads": 1, "dropout": 0.2, "clusters": "genres",
+# The settings benchmarked against sasrec (benchmarks/sequential/MT_EBR_SECTION.md); alpha = 1
+# is the best quota exponent on the valid users there.
+DEFAULTS = {"batch_size": 1024, "learning_rate": 3e-3, "num_blocks": 2, "num_heads": 1,
+            "dropout": 0.2, "clusters": "genres",
             "num_clusters": None, "alpha": 1.0, "intent_weight": 1.0, "cluster_seed": 0}
 
 
@@ -101,6 +106,8 @@ class MultiTaskEBRRecipe(SequentialRecipe):
 
     @classmethod
     def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.set_defaults(batch_size=DEFAULTS["batch_size"],
+                            learning_rate=DEFAULTS["learning_rate"])
         parser.add_argument("--num-blocks", type=check.positive_int,
                             default=DEFAULTS["num_blocks"],
                             help="self-attention blocks (default: %(default)s)")
