@@ -72,6 +72,8 @@ unit_fraction = _argparse_type(float, lambda v: 0 < v <= 1, "a number in (0, 1]"
                                "argparse type: a number in (0, 1] (a recall target).")
 open_fraction = _argparse_type(float, lambda v: 0 < v < 1, "a number in (0, 1)", "in (0, 1)",
                                "argparse type: a number in (0, 1) (a split share).")
+dropout_rate = _argparse_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)", "in [0, 1)",
+                              "argparse type: a number in [0, 1) (a dropout rate).")
 
 
 def parse_task_weights(spec, flag: str, example: str) -> dict:

@@ -12,6 +12,8 @@ Usage (the protocol table, one command per model; the multi-interest models run 
   python benchmarks/sequential/run.py --models youtube_dnn_profile_genres --seeds 0 1 2 \
       --out seq/youtube_dnn_profile_genres.json
   python benchmarks/sequential/run.py --models gru --seeds 0 1 2 --out seq/gru.json
+  python benchmarks/sequential/run.py --models sasrec --seeds 0 1 2 \
+      --out benchmarks/sequential/sasrec_results.json
   python benchmarks/sequential/multi_interest.py --models mind --seeds 0 1 2 --out seq/mind.json
   python benchmarks/sequential/multi_interest.py --models comirec_dr --seeds 0 1 2 \
       --out seq/comirec_dr.json
@@ -51,6 +53,10 @@ SETTINGS = {
     "popularity": ("popularity", 1, {}),
     "gru": ("gru", 20, {"embedding_dim": 64, "batch_size": 1024, "learning_rate": 3e-3,
                         "loss": "full", "unroll": True, "early_stopping": 3}),
+    # Chosen on the valid users, seed 0 (benchmarks/sequential/sasrec_sweep.py, SASREC_SECTION.md).
+    "sasrec": ("sasrec", 20, {"embedding_dim": 64, "batch_size": 1024, "learning_rate": 3e-3,
+                              "loss": "full", "early_stopping": 3, "num_blocks": 2,
+                              "num_heads": 1, "dropout": 0.5}),
     "youtube_dnn": ("youtube_dnn", 30, dict(_YTDNN)),
     # The paper's model: + user profile (age, gender, occupation) and the history's genres.
     "youtube_dnn_profile_genres": ("youtube_dnn", 30, {**_YTDNN, "user_features": True,

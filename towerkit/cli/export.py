@@ -158,7 +158,9 @@ def build_index(inputs, kind: str, k: int = 100, target_recall: float | None = N
                              "exact: recall 1); drop it or choose an approximate index.")
     n = len(inputs.candidate_ids)
     k = min(int(k), n)
-    index = index_class(kind)(query_model=inputs.query_model, k=k)
+    make_index = getattr(inputs, "make_index", None)
+    index = (make_index(index_class(kind), k) if make_index is not None else
+             index_class(kind)(query_model=inputs.query_model, k=k))
     index.index(inputs.candidate_embeddings, inputs.candidate_ids)
     summary = {"index": kind, "class": type(index).__name__, "num_candidates": n, "max_k": k,
                "build_seconds": round(index.build_seconds, 3), "size_bytes": index.size_bytes()}

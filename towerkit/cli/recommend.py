@@ -1,5 +1,8 @@
 """`towerkit recommend EXPORT_DIR_OR_URL --user 42 -k 10`: top candidates for one user.
 
+A sequence export (gru, sasrec, ...) takes the user's watched movies instead:
+`towerkit recommend EXPORT_DIR --history 50,181,1 -k 10` (oldest first).
+
 The target is a local export (loaded in this process with the TensorFlow runtime) or a running
 TensorFlow Serving: `http://host:8501` (REST) or `grpc://host:8500` (gRPC). All three print the
 same table.
@@ -18,8 +21,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "(http://host:8501) or a gRPC URL (grpc://host:8500).")
     parser.add_argument("target", metavar="EXPORT_DIR_OR_URL",
                         help="model base path, version directory, http(s):// or grpc:// URL")
-    parser.add_argument("--user", required=True,
+    parser.add_argument("--user", default=None,
                         help="the user id, fed to the export's single query input")
+    parser.add_argument("--history", default=None, metavar="ID,ID,...",
+                        help="instead of --user, for a sequence export (gru, sasrec, ...): the "
+                             "user's watched movie ids, oldest first, fed as `history` (padded "
+                             "with \"\") and `history_length`")
     parser.add_argument("-k", type=int, default=None,
                         help="number of results (default: the export's max_k)")
     parser.add_argument("--model-name", default="movielens",
@@ -105,6 +112,31 @@ def _user_input(signature, user: str, input_name: str | None, features=()):
     return {**extra, input_name: value}
 
 
+def _history_input(signature, history: str, features=()) -> dict:
+    """Maps `--history 1,2,3` (and `--feature` flags) to a sequence export's `history`
+    `[1, width]` strings, padded with "", and `history_length` `[1]`."""
+    import numpy as np
+
+    info = signature.inputs.get("history")
+    if (info is None or "history_length" not in signature.inputs or info.dtype.name != "string"
+            or info.shape is None or len(info.shape) != 2 or info.shape[1] is None):
+        raise ValueError(f"--history needs a sequence export (inputs history: string "
+                         f"[batch, width] and history_length); this one takes "
+                         f"{sorted(signature.inputs)}: use --user.")
+    ids = [i.strip() for i in history.split(",") if i.strip()]
+    width = int(info.shape[1])
+    if not ids or len(ids) > width:
+        raise ValueError(f"--history takes 1 to {width} comma-separated movie ids (oldest "
+                         f"first), got {len(ids)}; keep the latest {width}.")
+    extra = _feature_inputs(signature, features)
+    missing = sorted(set(signature.inputs) - set(extra) - {"history", "history_length"})
+    if missing:
+        raise ValueError(f"the export also takes {missing}: pass --feature NAME=VALUE for each.")
+    length = signature.inputs["history_length"].dtype.as_numpy_dtype
+    return {**extra, "history": np.array([ids + [""] * (width - len(ids))]),
+            "history_length": np.array([len(ids)], dtype=length)}
+
+
 def format_recommendations(result) -> str:
     """The table printed by `towerkit recommend`: rank, id, score."""
     lines = [f"{'rank':>4}  {'score':>10}  id"]
@@ -127,13 +159,21 @@ def run(args: argparse.Namespace) -> int:
         if "serving_default" not in signatures:
             raise ValueError(f"{target} has no serving_default signature (it has "
                              f"{sorted(signatures)}): not a towerkit export.")
-        inputs = _user_input(signatures["serving_default"], args.user, args.input, args.feature)
+        if (args.user is None) == (args.history is None):
+            raise ValueError("pass exactly one of --user ID and --history ID,ID,... (a "
+                             "sequence export's watched movies).")
+        if args.history is not None:
+            inputs = _history_input(signatures["serving_default"], args.history, args.feature)
+        else:
+            inputs = _user_input(signatures["serving_default"], args.user, args.input,
+                                 args.feature)
         result = model.predict(inputs, k=args.k)
     except (ValueError, serving.ServingError) as error:
         print(f"towerkit recommend: {error}", file=sys.stderr)
         return 2
     if result.known_query is not None and not bool(result.known_query[0]):
-        print(f"towerkit recommend: note: the model does not know user {args.user!r} "
+        who = f"user {args.user!r}" if args.user is not None else "any movie of --history"
+        print(f"towerkit recommend: note: the model does not know {who} "
               "(known_query is false): these are fallback recommendations, not personal ones.",
               file=sys.stderr)
     print(format_recommendations(result))

@@ -4,6 +4,7 @@ shards, and the multi-task exposures."""
 
 from towerkit.data import sources
 from towerkit.data.columns import Columns
+from towerkit.data.item_clusters import ItemClusters
 from towerkit.data.exposures import MultiTaskExposures, build_exposures
 from towerkit.data.movielens import MovieLensUnavailableError, feature_names, load, load_columns
 from towerkit.data.feature_table import FeatureTable
@@ -27,6 +28,7 @@ __all__ = [
     "split_random",
     "split_users",
     "write_shards",
+    "ItemClusters",
     "MovieLensUnavailableError",
     "feature_names",
     "MultiTaskExposures",

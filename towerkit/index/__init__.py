@@ -4,6 +4,8 @@ from towerkit.index.annoy import Annoy
 from towerkit.index.annoy_forest import AnnoyForest, read_annoy_forest
 from towerkit.index.base import Index
 from towerkit.index.brute_force import BruteForce
+from towerkit.index.cluster_quotas import cluster_quotas, cluster_quotas_tf
+from towerkit.index.clustered_index import ClusteredIndex
 from towerkit.index.controllable_aggregation import (ControllableAggregation,
                                                      per_interest_candidates)
 from towerkit.index.portable import PortableIndex, default_portable_settings
@@ -16,11 +18,14 @@ __all__ = [
     "Annoy",
     "AnnoyForest",
     "BruteForce",
+    "ClusteredIndex",
     "ControllableAggregation",
     "Index",
     "METADATA_FILE",
     "PortableIndex",
     "ScaNN",
+    "cluster_quotas",
+    "cluster_quotas_tf",
     "default_portable_settings",
     "default_scann_settings",
     "exact_reference",

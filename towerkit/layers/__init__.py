@@ -1,8 +1,9 @@
 """towerkit.layers: layers shared by several towers and models (capsule routing, attention
-readouts, experts and gates of multi-task rankers)."""
+readouts, experts and gates of multi-task rankers, SASRec's causal self-attention block)."""
 
 from towerkit.layers.attention_transfer import AttentionTransfer
 from towerkit.layers.capsule_routing import CapsuleRouting, interest_count, squash
+from towerkit.layers.causal_self_attention_block import CausalSelfAttentionBlock
 from towerkit.layers.expert_gate import ExpertGate
 from towerkit.layers.experts import Experts
 from towerkit.layers.extraction_layer import ExtractionLayer
@@ -14,6 +15,7 @@ from towerkit.layers.self_attentive_readout import SelfAttentiveReadout
 __all__ = [
     "AttentionTransfer",
     "CapsuleRouting",
+    "CausalSelfAttentionBlock",
     "ExpertGate",
     "Experts",
     "ExtractionLayer",

@@ -8,6 +8,7 @@ from towerkit.models.esmm import ESMM
 from towerkit.models.mlp import MLP
 from towerkit.models.mmoe import MMoE
 from towerkit.models.multi_task_ranker import TASK_LABELS, TASKS, MultiTaskRanker
+from towerkit.models.multi_task_ebr import MultiTaskEBR
 from towerkit.models.multitask import MultiTaskModel
 from towerkit.models.ple import PLE
 from towerkit.models.ranking import RankingModel
@@ -16,5 +17,5 @@ from towerkit.models.tower import Tower
 from towerkit.models.two_tower import TwoTowerModel
 
 __all__ = ["AITM", "AugmentedTower", "CGC", "DualAugmentedTwoTowerModel", "ESMM", "MLP", "MMoE",
-           "MultiTaskModel", "MultiTaskRanker", "PLE", "RankingModel", "SharedBottom", "TASKS",
+           "MultiTaskEBR", "MultiTaskModel", "MultiTaskRanker", "PLE", "RankingModel", "SharedBottom", "TASKS",
            "TASK_LABELS", "Tower", "TwoTowerModel"]

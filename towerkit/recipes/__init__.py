@@ -1,7 +1,7 @@
 """Registry of trainable recipes behind the `towerkit` CLI.
 
-Importing this package registers the built-in recipes (`two_tower`, `dat`, the sequential, the
-multi-interest and the multi-task ranking recipes).
+Importing this package registers the built-in recipes (`two_tower`, `dat`, the sequential (with
+`sasrec`), the multi-interest and the multi-task ranking recipes).
 """
 
 from towerkit.recipes.base import (IndexInputs, Recipe, available_recipes, get_recipe,
@@ -9,8 +9,8 @@ from towerkit.recipes.base import (IndexInputs, Recipe, available_recipes, get_r
                                    register_recipe, write_run_config)
 
 # Importing the recipe modules registers them.
-from towerkit.recipes import (dat, multi_interest, multi_task_ranking,  # noqa: E402,F401
-                              sequential, two_tower)
+from towerkit.recipes import (dat, mt_ebr, multi_interest,  # noqa: E402,F401
+                              multi_task_ranking, sasrec, sequential, two_tower)
 
 __all__ = [
     "IndexInputs",

@@ -61,6 +61,10 @@ class IndexInputs:
       tuning_queries: Optional dict[str, np.ndarray]. Held-out real queries (same keys as
         `query_signature`, a few hundred) on which `towerkit export --target-recall` tunes an
         ANN index against exact search; `sample_queries` when not given.
+      make_index: Optional callable `(index_class, k) -> unbuilt Index` for runs whose serving
+        is not one index over all candidates (`mt_ebr`: one index of `index_class` per item
+        cluster, merged under quotas, `towerkit.index.ClusteredIndex`); None builds
+        `index_class(query_model=query_model, k=k)`.
     """
 
     query_model: Any
@@ -70,6 +74,7 @@ class IndexInputs:
     sample_queries: dict
     candidate_titles: Optional[np.ndarray] = None
     tuning_queries: Optional[dict] = None
+    make_index: Optional[Any] = None
 
     def __post_init__(self):
         ids = np.asarray(self.candidate_ids)
