@@ -47,7 +47,10 @@ class SampledSoftmax(tf.keras.layers.Layer):
 
     Returns:
       Scalar: the mean loss over the batch; with `sample_weight`, the weighted mean
-      `sum_i w_i l_i / sum_i w_i` (0 when every weight is 0).
+      `sum_i w_i l_i / sum_i w_i` (0 when every weight is 0). Under a `tf.distribute` strategy
+      with several replicas the denominator is the GLOBAL batch's (all-reduced), so the
+      replicas' losses sum to the global mean and their summed gradients equal the
+      single-device ones; sampled negatives are then drawn per replica.
 
     References:
       Jean et al., "On Using Very Large Target Vocabulary for Neural Machine Translation",
@@ -134,9 +137,16 @@ class SampledSoftmax(tf.keras.layers.Layer):
             losses = tf.reduce_logsumexp(logits, axis=1) - positive
         if sample_weight is not None:
             weights = tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
-            return tf.math.divide_no_nan(tf.reduce_sum(losses * weights),
-                                         tf.reduce_sum(weights))
-        return tf.reduce_mean(losses)
+        else:
+            weights = tf.ones_like(losses)
+        total, count = tf.reduce_sum(losses * weights), tf.reduce_sum(weights)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            # The mean over the GLOBAL batch: this replica's sum over all replicas' weight.
+            # The optimizer sums the replicas' gradients, which then equal the single-device
+            # gradient of the mean (a per-replica mean would give replicas x that gradient).
+            count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        return tf.math.divide_no_nan(total, count)
 
     def get_config(self) -> dict:
         config = super().get_config()
