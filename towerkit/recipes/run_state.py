@@ -387,10 +387,12 @@ def train_atomically(recipe, train_fn: Callable, config: dict, out, overwrite: b
         retrieval.set_default_negatives(previous_negatives)
     if not chief:
         shutil.rmtree(staged, ignore_errors=True)
-        return metrics
-    shutil.rmtree(staged / CHECKPOINT_DIR, ignore_errors=True)
-    mark_run_complete(staged)
-    _publish(staged, out)
+    else:
+        shutil.rmtree(staged / CHECKPOINT_DIR, ignore_errors=True)
+        mark_run_complete(staged)
+        _publish(staged, out)
+    # No worker leaves (and shuts its collectives down) while another still works.
+    dist.worker_barrier(strategy)
     return metrics
 
 
