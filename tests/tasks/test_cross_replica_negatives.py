@@ -117,6 +117,32 @@ SCRIPT = textwrap.dedent(r'''
     out["sampled_single"] = (float(loss), [g.numpy().tolist() for g in grads])
     out["softmax_inputs"] = {"table": table.tolist(), "target": target.tolist()}
 
+    # -- a TFRS ranking task (Keras BCE, mean over the batch) wrapped by GlobalBatchLoss -----
+    from towerkit.tasks import GlobalBatchLoss, label_constraint
+    labels = rng.integers(0, 2, batch).astype(np.float32)
+    def ranking(strategy_or_none):
+        scope = strategy_or_none.scope() if strategy_or_none else tf.name_scope("single")
+        with scope:
+            qv = tf.Variable(q_table)
+            task = tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
+        GlobalBatchLoss.wrap_model(type("M", (), {"submodules": [task]})())
+        def fn(uu, yy, ww):
+            with tf.GradientTape() as tape:
+                logits = tf.reduce_sum(tf.gather(qv, uu), axis=1, keepdims=True)
+                loss = task(labels=yy[:, None], predictions=logits, sample_weight=ww,
+                            compute_metrics=False)
+                loss += label_constraint(tf.sigmoid(logits[:, 0]), yy, weight=0.5)
+            return loss, [tf.convert_to_tensor(tape.gradient(loss, qv))]
+        return fn
+    out["ranking_distributed"] = on_replicas(ranking(strategy), u, labels, w)
+    loss, grads = ranking(None)(tf.constant(u), tf.constant(labels), tf.constant(w))
+    logits = (q_table[u]).sum(1)
+    bce = np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))
+    oracle = (bce * w).sum() / batch + 0.5 * np.maximum(1 / (1 + np.exp(-logits)) - labels,
+                                                         0).mean()
+    out["ranking_single"] = (float(loss), [g.numpy().tolist() for g in grads])
+    out["ranking_oracle"] = float(oracle)
+
     # -- end to end: one Keras fit step (the optimizer sums the replicas' gradients) --------
     class Toy(tfrs.Model):
         def __init__(self):
@@ -226,6 +252,16 @@ def test_full_and_sampled_softmax_use_the_global_mean(result):
     # A per-replica mean would have summed to twice the single-device gradient; check the
     # gradients are not trivially zero.
     assert max(abs(x) for row in result["full_single"][1][1] for x in row) > 1e-3
+
+
+def test_mean_reduced_ranking_loss_uses_the_global_mean(result):
+    # Keras' BCE is a mean over the batch (sample weights weigh, the count divides); the AITM
+    # label constraint a plain mean: both over the GLOBAL batch on 2 replicas.
+    single_loss, single_grads = result["ranking_single"]
+    assert single_loss == pytest.approx(result["ranking_oracle"], rel=1e-5)
+    loss, grads = result["ranking_distributed"]
+    assert loss == pytest.approx(single_loss, rel=1e-5)
+    np.testing.assert_allclose(grads[0], single_grads[0], rtol=1e-4, atol=1e-6)
 
 
 def test_keras_fit_step_on_two_replicas_equals_one_device(result):

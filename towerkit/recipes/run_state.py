@@ -44,6 +44,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from towerkit.tasks.global_batch import GlobalBatchLoss
+
 __all__ = [
     "CHECKPOINT_DIR",
     "STATE_COMPLETE",
@@ -506,6 +508,11 @@ def fit_resumable(model: tf.keras.Model, make_dataset: Callable[[int], tf.data.D
     ckpt_dir = pathlib.Path(run_dir) / CHECKPOINT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
+    # Under a strategy, mean-reduced Keras losses in the model's tasks average over the
+    # GLOBAL batch (Keras refuses them there otherwise; outside one they are the same mean).
+    if tf.distribute.has_strategy():
+        GlobalBatchLoss.wrap_model(model)
+
     # Create every variable (model and optimizer slots) before a restore can match them.
     first = next(iter(make_dataset(0).take(1)))
     if isinstance(model, tfrs.models.Model):
@@ -562,8 +569,12 @@ def fit_resumable(model: tf.keras.Model, make_dataset: Callable[[int], tf.data.D
         if tf.distribute.has_strategy():
             dataset = _shard_by_data(dataset)
         step_cb = _StepCheckpoints(save, epoch, offset, every, steps)
+        started = time.perf_counter()
         result = model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose,
                            callbacks=[step_cb, spanning])
+        if verbose:
+            print(f"[towerkit] epoch {epoch + 1}: {steps - offset} steps in "
+                  f"{time.perf_counter() - started:.3f} s", flush=True)
         for name, values in result.history.items():
             history.setdefault(name, []).append(float(values[-1]))
         save(epoch + 1, 0)

@@ -7,6 +7,8 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from towerkit.tasks.global_batch import global_mean
+
 __all__ = ["SampledSoftmax"]
 
 
@@ -135,18 +137,11 @@ class SampledSoftmax(tf.keras.layers.Layer):
                 negative = tf.where(hits, tf.float32.min, negative)
             logits = tf.concat([positive[:, tf.newaxis], negative], axis=1)
             losses = tf.reduce_logsumexp(logits, axis=1) - positive
-        if sample_weight is not None:
-            weights = tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
-        else:
-            weights = tf.ones_like(losses)
-        total, count = tf.reduce_sum(losses * weights), tf.reduce_sum(weights)
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            # The mean over the GLOBAL batch: this replica's sum over all replicas' weight.
-            # The optimizer sums the replicas' gradients, which then equal the single-device
-            # gradient of the mean (a per-replica mean would give replicas x that gradient).
-            count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-        return tf.math.divide_no_nan(total, count)
+        weights = (None if sample_weight is None
+                   else tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype))
+        # Under a strategy: this replica's sum over the GLOBAL batch's weight, so the
+        # optimizer's sum of the replicas' gradients is the single-device gradient.
+        return global_mean(losses, weights)
 
     def get_config(self) -> dict:
         config = super().get_config()
