@@ -112,17 +112,18 @@ def validate_distribute(distribute: str, local_workers: Optional[int] = None) ->
 
 
 def make_strategy(distribute: str) -> tf.distribute.Strategy:
-    """The strategy of `distribute` (one per process: later calls return the same object).
+    """The strategy of `distribute` (one per process: later calls return the same object;
+    `"none"`: the current strategy, i.e. the default one unless called in a strategy's scope).
 
     `multi-worker` must be created before TensorFlow runs any op in the process (the CLI does
     it right after parsing the flags).
     """
     validate_distribute(distribute)
+    if distribute == "none":
+        return tf.distribute.get_strategy()  # the default one, or the caller's own scope's
     if distribute in _CACHE:
         return _CACHE[distribute]
-    if distribute == "none":
-        strategy = tf.distribute.get_strategy()
-    elif distribute == "mirrored":
+    if distribute == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
     else:
         options = tf.distribute.experimental.CommunicationOptions(
