@@ -35,7 +35,8 @@ SETUPS = {"1 process": [], "2 workers, global negatives": ["--local-workers", "2
 
 
 def run_one(work: pathlib.Path, name: str, seed: int, args) -> dict:
-    out = work / f"{name.split(',')[0].replace(' ', '_')}_{name.split(',')[-1].strip()[:6]}_{seed}"
+    slug = "".join(c if c.isalnum() else "_" for c in name)
+    out = work / f"{slug}_{seed}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "towerkit.cli.main", "train", "--model", "two_tower",
            "--out", str(out), "--seed", str(seed), "--epochs", str(args.epochs),
