@@ -269,3 +269,17 @@ def test_keras_fit_step_on_two_replicas_equals_one_device(result):
     assert fit["loss_distributed"] == pytest.approx(fit["loss_single"], rel=1e-5)
     assert fit["max_abs_update"] > 1e-3            # the step moved the weights
     assert fit["max_abs_weight_diff"] < 1e-5       # by the same amount on 2 replicas
+
+
+def test_negatives_option_round_trips_and_is_checked():
+    import towerkit  # noqa: F401
+    from towerkit.tasks import Retrieval
+    from towerkit.tasks.retrieval import default_negatives, set_default_negatives
+
+    task = Retrieval(negatives="per-replica")
+    assert Retrieval.from_config(task.get_config()).negatives == "per-replica"
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        Retrieval(negatives="cross")
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        set_default_negatives("all")
+    assert default_negatives() == "global"
