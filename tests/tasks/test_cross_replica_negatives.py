@@ -1,7 +1,7 @@
 """Losses under `tf.distribute` with 2 replicas (2 logical CPU devices) vs one device.
 
 The strategy runs in a subprocess: logical devices must be configured before TensorFlow
-initializes, which other tests of the session may already have done in this process.
+initializes, which other tests of the same pytest run may already have done in this process.
 """
 
 import json
