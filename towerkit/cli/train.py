@@ -7,6 +7,12 @@ Recipe-specific flags (from `Recipe.add_arguments`) follow the common ones, e.g.
 The run is trained beside `--out` and published when finished (a non-empty `--out` needs
 `--overwrite`); it is checkpointed after each epoch and every `--checkpoint-every` steps, and
 `towerkit train --resume RUN` continues a killed run with the config it was started with.
+
+Scale-out: `--distribute mirrored` (this machine's GPUs) or `--distribute multi-worker` (one
+process per worker, cluster from `TF_CONFIG`) trains any recipe under `tf.distribute`;
+`--local-workers N` starts N workers on this machine over loopback. `--batch-size` stays the
+GLOBAL batch (split over the replicas), so learning rates keep their meaning; `--negatives`
+chooses global (default) or per-replica in-batch negatives. See `towerkit.recipes.distribute`.
 """
 
 from __future__ import annotations
@@ -46,6 +52,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-every", type=non_negative_int, default=None, metavar="N",
                         help="also checkpoint every N training steps (default: "
                              f"{DEFAULT_CHECKPOINT_EVERY}; 0 = at epoch ends only)")
+    parser.add_argument("--distribute", choices=("none", "mirrored", "multi-worker"),
+                        default=None, help="tf.distribute strategy (default: none; "
+                        "multi-worker reads the cluster from TF_CONFIG)")
+    parser.add_argument("--local-workers", type=positive_int, default=None, metavar="N",
+                        help="start N multi-worker processes on this machine over loopback "
+                             "(implies --distribute multi-worker)")
+    parser.add_argument("--negatives", choices=("global", "per-replica"), default=None,
+                        help="in-batch negatives of retrieval tasks under a strategy: gathered "
+                             "from every replica (global, default) or per replica (as TFRS)")
     parser.set_defaults(_parser=parser)
     return parser
 
@@ -60,6 +75,7 @@ def recipe_parser(recipe_cls) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from towerkit import recipes
+    from towerkit.recipes import distribute as dist
 
     if args.help:
         args._parser.print_help()
@@ -68,6 +84,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"\nflags of recipe {name!r}:")
             recipe_parser(recipes.get_recipe(name)).print_help()
         return 0
+    if args.local_workers is not None and args.distribute in (None, "multi-worker"):
+        args.distribute = "multi-worker"
+    try:
+        dist.validate_distribute(args.distribute or "none", args.local_workers)
+    except ValueError as e:
+        args._parser.error(str(e))
     if args.resume:
         return _resume(args)
     if not args.model:
@@ -85,18 +107,60 @@ def run(args: argparse.Namespace) -> int:
                                          seed=args.seed, epochs=args.epochs, params=params)
     except (TypeError, ValueError) as e:
         args._parser.error(str(e))
+    if args.distribute or args.negatives:
+        config["distribute"] = {"strategy": args.distribute or "none",
+                                "negatives": args.negatives or "global"}
     run_dir = pathlib.Path(args.out)
+    if args.local_workers:
+        return _launch(args, config, recipe_cls(), run_dir)
+    # Multi-worker collectives must be set up before TensorFlow runs any op in the process.
+    strategy = dist.make_strategy(args.distribute or "none")
     metrics = recipe_cls().train(config, run_dir, overwrite=args.overwrite,
                                  checkpoint_every=args.checkpoint_every)
-    return _report(run_dir, metrics)
+    return _report(run_dir, metrics) if dist.is_chief(strategy) else 0
+
+
+def _worker_argv(args: argparse.Namespace) -> list:
+    """The `train` arguments of each worker of `--local-workers`: these flags, no launcher."""
+    argv = ["train", "--distribute", "multi-worker"]
+    if args.resume:
+        argv += ["--resume", str(args.resume)]
+    else:
+        argv += ["--model", args.model, "--dataset", args.dataset, "--seed", str(args.seed),
+                 "--out", str(args.out)]
+        for flag, value in (("--data-dir", args.data_dir), ("--epochs", args.epochs),
+                            ("--negatives", args.negatives)):
+            if value is not None:
+                argv += [flag, str(value)]
+        if args.overwrite:
+            argv.append("--overwrite")
+    if args.checkpoint_every is not None:
+        argv += ["--checkpoint-every", str(args.checkpoint_every)]
+    return argv + list(args.extra)
+
+
+def _launch(args: argparse.Namespace, config: dict, recipe, run_dir: pathlib.Path) -> int:
+    """Checks the run like a worker would (before starting any), then runs the workers."""
+    from towerkit.cli.local_cluster import run_local_workers
+    from towerkit.recipes import run_state
+
+    resume = bool(args.resume)
+    staged = run_state.staging_dir(run_dir)
+    if not resume and not args.overwrite and run_state._resumable(staged, config):
+        resume = True  # the workers resume the staged run of the same config
+    run_state.validate_out_dir(run_dir, overwrite=args.overwrite, resume=resume)
+    recipe.validate_config(config)
+    return run_local_workers(_worker_argv(args), args.local_workers)  # the chief reports
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from towerkit.recipes import distribute as dist
     from towerkit.recipes import run_state
 
     given = [flag for flag, value in (("--model", args.model), ("--out", args.out),
                                       ("--epochs", args.epochs), ("--data-dir", args.data_dir),
-                                      ("--overwrite", args.overwrite)) if value]
+                                      ("--overwrite", args.overwrite),
+                                      ("--negatives", args.negatives)) if value]
     if given or args.extra:
         args._parser.error(f"--resume RUN continues a run with the config it was started with; "
                            f"drop {' '.join(given + list(args.extra))}.")
@@ -104,11 +168,22 @@ def _resume(args: argparse.Namespace) -> int:
     run_state.validate_out_dir(run_dir, resume=True)
     config = json.loads((run_state.staging_dir(run_dir) / "run.json").read_text())
     config = {k: v for k, v in config.items() if k not in run_state.STATE_KEYS}
+    strategy = run_state.distribution(config)["strategy"]
+    if args.distribute and args.distribute != strategy:
+        args._parser.error(f"--resume: the run was started with --distribute {strategy}; "
+                           f"drop --distribute {args.distribute}.")
     from towerkit import recipes
 
     recipe = recipes.get_recipe(config["recipe"])()
+    if args.local_workers:
+        if strategy != "multi-worker":
+            args._parser.error(f"--local-workers: the run was started with --distribute "
+                               f"{strategy}, not multi-worker.")
+        return _launch(args, config, recipe, run_dir)
+    dist.validate_distribute(strategy)
+    chief = dist.is_chief(dist.make_strategy(strategy))
     metrics = recipe.train(config, run_dir, resume=True, checkpoint_every=args.checkpoint_every)
-    return _report(run_dir, metrics)
+    return _report(run_dir, metrics) if chief else 0
 
 
 def _report(run_dir: pathlib.Path, metrics: dict) -> int:

@@ -21,7 +21,12 @@ it is given and training through `fit_resumable`:
   random numbers after a resume (their RNG state is not checkpointed).
 
 Test hook: with `TOWERKIT_TEST_KILL_AFTER_STEPS=N` in the environment, `fit_resumable` kills
-its own process (SIGKILL) after N training steps, to test resumption.
+its own process (SIGKILL) after N training steps, to test resumption (with
+`TOWERKIT_TEST_KILL_TASK=worker1` as well, only that multi-worker task).
+
+Distributed runs (`config["distribute"]`, `towerkit train --distribute`): see
+`towerkit.recipes.distribute`; checkpoints and resumption work the same (the chief writes them,
+every worker restores them).
 """
 
 from __future__ import annotations
@@ -39,11 +44,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from towerkit.tasks.global_batch import GlobalBatchLoss
+
 __all__ = [
     "CHECKPOINT_DIR",
     "STATE_COMPLETE",
     "STATE_TRAINING",
     "check_run_complete",
+    "distribution",
     "epoch_seed",
     "fit_resumable",
     "json_default",
@@ -68,6 +76,8 @@ DEFAULT_CHECKPOINT_EVERY = 200
 _ACTIVE: set = set()
 _STEPS_RUN = [0]  # training steps in this process, for the test kill hook
 _CHECKPOINT_EVERY = [None]  # set by train_atomically for the run being trained
+_RESTORE_DIR = [None]  # a non-chief worker restores from the chief's staging directory
+KILL_TASK = "TOWERKIT_TEST_KILL_TASK"  # with KILL_HOOK: kill only this multi-worker task
 
 
 def staging_dir(out) -> pathlib.Path:
@@ -257,9 +267,48 @@ def _same_config(a: dict, b: dict) -> bool:
         json.dumps(strip(b), default=json_default))
 
 
+def distribution(config: dict) -> dict:
+    """`{"strategy", "negatives"}` of a run config (its optional `distribute` key), defaults
+    filled in (`"none"`, `"global"`).
+
+    Raises:
+      ValueError: an unknown strategy or negatives value, or unknown keys.
+    """
+    from towerkit.recipes.distribute import STRATEGIES
+    from towerkit.tasks.retrieval import NEGATIVES
+
+    value = config.get("distribute") or {}
+    if not isinstance(value, dict) or set(value) - {"strategy", "negatives"}:
+        raise ValueError(f"config['distribute'] must be a dict with 'strategy' and 'negatives', "
+                         f"got {value!r}.")
+    result = {"strategy": value.get("strategy", "none"),
+              "negatives": value.get("negatives", "global")}
+    if result["strategy"] not in STRATEGIES:
+        raise ValueError(f"distribute strategy must be one of {STRATEGIES}, got "
+                         f"{result['strategy']!r}.")
+    if result["negatives"] not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {NEGATIVES}, got {result['negatives']!r}.")
+    return result
+
+
+def _resumable(staged: pathlib.Path, config: dict) -> bool:
+    """A staged run of the same config with a checkpoint (a restarted worker resumes it)."""
+    try:
+        return _same_config(_read_json(staged / RUN_FILE), config) and _progress(staged) is not None
+    except (OSError, ValueError):
+        return False
+
+
 def train_atomically(recipe, train_fn: Callable, config: dict, out, overwrite: bool = False,
                      resume: bool = False, checkpoint_every: Optional[int] = None) -> dict:
     """Runs `train_fn(recipe, config, staging)` in a staging directory and publishes it.
+
+    The run's `tf.distribute` strategy (`config["distribute"]`, see `distribution`) is entered
+    around `train_fn`, so the recipe creates its model and optimizer under it. In multi-worker
+    training only the chief stages and publishes the run; the other workers train in a
+    temporary directory beside it (removed at the end) and restore from the chief's
+    checkpoints; a job restarted with the same config (every worker, as a cluster restarts
+    failed jobs) resumes from the staged checkpoint as if `resume=True`.
 
     Args:
       recipe: The `Recipe` instance.
@@ -269,16 +318,27 @@ def train_atomically(recipe, train_fn: Callable, config: dict, out, overwrite: b
       overwrite: Replace a non-empty `out` / an unfinished staged run.
       resume: Continue the unfinished staged run of `out` (its config must equal `config`).
       checkpoint_every: Steps between checkpoints within an epoch for `fit_resumable`
-        (default `DEFAULT_CHECKPOINT_EVERY`; 0 = epoch ends only).
+        (default `DEFAULT_CHECKPOINT_EVERY`; 0 = at epoch ends only).
 
     Returns:
       The metrics `train_fn` returned.
     """
+    from towerkit.recipes import distribute as dist
+    from towerkit.tasks import retrieval
+
     if checkpoint_every is not None:
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or (
                 checkpoint_every < 0):
             raise ValueError(f"checkpoint_every must be an integer >= 0 (0 = at epoch ends "
                              f"only), got {checkpoint_every!r}.")
+    setup = distribution(config)
+    strategy = dist.make_strategy(setup["strategy"])
+    multi_worker = bool(dist.worker_id(strategy))
+    staged = staging_dir(out)
+    if multi_worker and not resume and not overwrite and _resumable(staged, config):
+        print(f"[towerkit] {dist.worker_id(strategy)}: resuming the staged run of {out}",
+              flush=True)
+        resume = True
     out = validate_out_dir(out, overwrite=overwrite, resume=resume)
     recipe.validate_config(config)
     staged = staging_dir(out)
@@ -289,10 +349,21 @@ def train_atomically(recipe, train_fn: Callable, config: dict, out, overwrite: b
                              "config; resume it with its own (`towerkit train --resume RUN` "
                              "reads it from the run) or start over with --overwrite.")
         if staged_config.get("state") == STATE_COMPLETE:  # killed while publishing
-            _publish(staged, out)
+            dist.worker_barrier(strategy)
+            if dist.is_chief(strategy):
+                _publish(staged, out)
             metrics = out / "metrics.json"
             return json.loads(metrics.read_text()) if metrics.is_file() else {}
-    else:
+    chief = dist.is_chief(strategy)
+    # Every worker has checked the run before the chief changes the staging directory.
+    dist.worker_barrier(strategy)
+    if not chief:
+        # Another worker: its own scratch directory, the chief's checkpoints to restore from.
+        _RESTORE_DIR[0] = staged if resume else None
+        staged = staged.parent / f"{staged.name}-{dist.worker_id(strategy)}"
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+    elif not resume:
         if staged.exists():
             shutil.rmtree(staged)
         staged.mkdir(parents=True)
@@ -301,19 +372,29 @@ def train_atomically(recipe, train_fn: Callable, config: dict, out, overwrite: b
     key = os.path.abspath(staged)
     _ACTIVE.add(key)
     _CHECKPOINT_EVERY[0] = checkpoint_every
+    previous_negatives = retrieval.set_default_negatives(setup["negatives"])
     try:
-        metrics = train_fn(recipe, config, staged)
+        with strategy.scope():
+            metrics = train_fn(recipe, config, staged)
     except BaseException:
+        if chief and _progress(staged) is None and staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)  # nothing to resume from
+        if not chief:
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
+    finally:
         _ACTIVE.discard(key)
         _CHECKPOINT_EVERY[0] = None
-        if _progress(staged) is None and staged.exists():
-            shutil.rmtree(staged, ignore_errors=True)  # nothing to resume from
-        raise
-    _ACTIVE.discard(key)
-    _CHECKPOINT_EVERY[0] = None
-    shutil.rmtree(staged / CHECKPOINT_DIR, ignore_errors=True)
-    mark_run_complete(staged)
-    _publish(staged, out)
+        _RESTORE_DIR[0] = None
+        retrieval.set_default_negatives(previous_negatives)
+    if not chief:
+        shutil.rmtree(staged, ignore_errors=True)
+    else:
+        shutil.rmtree(staged / CHECKPOINT_DIR, ignore_errors=True)
+        mark_run_complete(staged)
+        _publish(staged, out)
+    # No worker leaves (and shuts its collectives down) while another still works.
+    dist.worker_barrier(strategy)
     return metrics
 
 
@@ -356,6 +437,17 @@ class _Spanning(tf.keras.callbacks.Callback):
         return object.__getattribute__(self, name)
 
 
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Auto-shard policy DATA (each worker keeps its share of every global batch) unless the
+    recipe chose a policy itself."""
+    policy = dataset.options().experimental_distribute.auto_shard_policy
+    if policy != tf.data.experimental.AutoShardPolicy.AUTO:
+        return dataset
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 class _StepCheckpoints(tf.keras.callbacks.Callback):
     def __init__(self, save: Callable, epoch: int, offset: int, every: int, steps: int):
         super().__init__()
@@ -363,6 +455,11 @@ class _StepCheckpoints(tf.keras.callbacks.Callback):
                                                                       every, steps)
         self.last = offset
         self.kill_after = int(os.environ.get(KILL_HOOK, "0") or 0)
+        task = os.environ.get(KILL_TASK)
+        if task:
+            from towerkit.recipes.distribute import worker_id
+            if worker_id() != task:
+                self.kill_after = 0
 
     def on_train_batch_end(self, batch, logs=None):
         done = self.offset + int(batch) + 1
@@ -411,6 +508,11 @@ def fit_resumable(model: tf.keras.Model, make_dataset: Callable[[int], tf.data.D
     ckpt_dir = pathlib.Path(run_dir) / CHECKPOINT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
+    # Under a strategy, mean-reduced Keras losses in the model's tasks average over the
+    # GLOBAL batch (Keras refuses them there otherwise; outside one they are the same mean).
+    if tf.distribute.has_strategy():
+        GlobalBatchLoss.wrap_model(model)
+
     # Create every variable (model and optimizer slots) before a restore can match them.
     first = next(iter(make_dataset(0).take(1)))
     if isinstance(model, tfrs.models.Model):
@@ -422,14 +524,16 @@ def fit_resumable(model: tf.keras.Model, make_dataset: Callable[[int], tf.data.D
 
     history: dict = {}
     start_epoch, start_step = 0, 0
-    progress = _progress(pathlib.Path(run_dir))
+    restore_dir = pathlib.Path(_RESTORE_DIR[0] or run_dir)
+    progress = _progress(restore_dir)
     if progress is not None:
-        checkpoint.read(str(ckpt_dir / progress["prefix"])).assert_existing_objects_matched()
+        source = restore_dir / CHECKPOINT_DIR
+        checkpoint.read(str(source / progress["prefix"])).assert_existing_objects_matched()
         start_epoch, start_step = int(progress["epoch"]), int(progress["step"])
         history = progress["history"]
         for i, c in enumerate(callbacks):
             if hasattr(c, "set_state") and str(i) in progress.get("callbacks", {}):
-                c.set_state(_load_state(ckpt_dir, progress["callbacks"][str(i)]))
+                c.set_state(_load_state(source, progress["callbacks"][str(i)]))
         print(f"[towerkit] resuming at epoch {start_epoch + 1}, step {start_step}", flush=True)
 
     def save(epoch: int, step: int) -> None:
@@ -462,9 +566,15 @@ def fit_resumable(model: tf.keras.Model, make_dataset: Callable[[int], tf.data.D
         offset = start_step if epoch == start_epoch else 0
         if offset:
             dataset = dataset.skip(offset)
+        if tf.distribute.has_strategy():
+            dataset = _shard_by_data(dataset)
         step_cb = _StepCheckpoints(save, epoch, offset, every, steps)
+        started = time.perf_counter()
         result = model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose,
                            callbacks=[step_cb, spanning])
+        if verbose:
+            print(f"[towerkit] epoch {epoch + 1}: {steps - offset} steps in "
+                  f"{time.perf_counter() - started:.3f} s", flush=True)
         for name, values in result.history.items():
             history.setdefault(name, []).append(float(values[-1]))
         save(epoch + 1, 0)

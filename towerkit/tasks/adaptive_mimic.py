@@ -6,6 +6,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from towerkit.tasks.global_batch import global_mean
+
 __all__ = ["AdaptiveMimicLoss"]
 
 _REDUCTIONS = ("sum", "mean")
@@ -89,10 +91,9 @@ class AdaptiveMimicLoss(tf.keras.layers.Layer):
                 raise ValueError(f"labels must be [pairs] (1 positive, 0 negative), got shape "
                                  f"{labels.shape}.")
             squared = squared * tf.cast(labels, squared.dtype)
-        loss = tf.reduce_sum(squared)
-        if self.reduction == "mean":
-            loss = loss / tf.cast(tf.maximum(tf.shape(squared)[0], 1), loss.dtype)
-        return loss
+        if self.reduction == "mean":  # over the global batch under tf.distribute
+            return global_mean(squared)
+        return tf.reduce_sum(squared)
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from towerkit.tasks.global_batch import global_mean
+
 __all__ = ["label_constraint"]
 
 
@@ -42,4 +44,5 @@ def label_constraint(p_later: tf.Tensor, p_earlier: tf.Tensor, weight: float = 0
     if not p_later.shape.is_compatible_with(p_earlier.shape):
         raise ValueError(f"p_later {p_later.shape} and p_earlier {p_earlier.shape} differ in "
                          "shape; pass one probability per example for both.")
-    return weight * tf.reduce_mean(tf.maximum(p_later - p_earlier, 0.0))
+    # global_mean: the mean over the global batch under tf.distribute (plain mean otherwise).
+    return weight * global_mean(tf.maximum(p_later - p_earlier, 0.0))

@@ -6,6 +6,11 @@ checks with actionable errors, a Keras config, and id-based or score-based top-K
 
 Loss reduction: like TFRS, the loss is the cross-entropy **summed** over the batch (not averaged),
 so its scale grows with the batch size; divide the learning rate accordingly when changing it.
+
+Under a `tf.distribute` strategy with several replicas, `negatives="global"` (the default)
+gathers the candidates of every replica, so each query is scored against the whole global batch
+and the summed loss and its gradients equal the single-device ones on the same global batch
+(TFRS scores each replica's queries against its own candidates only: `negatives="per-replica"`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,69 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-__all__ = ["Retrieval"]
+__all__ = ["Retrieval", "NEGATIVES", "default_negatives", "set_default_negatives"]
+
+NEGATIVES = ("global", "per-replica")
+_DEFAULT_NEGATIVES = ["global"]
+
+
+def set_default_negatives(negatives: str) -> str:
+    """Sets the in-batch negatives of `Retrieval` tasks built with `negatives=None`.
+
+    `towerkit train --negatives` calls it for the run, so every recipe's retrieval task follows
+    the flag without code of its own. Read when a task's loss is traced.
+
+    Args:
+      negatives: `"global"` (candidates gathered across replicas) or `"per-replica"`.
+
+    Returns:
+      The previous default.
+
+    Raises:
+      ValueError: an unknown value.
+    """
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}.")
+    previous, _DEFAULT_NEGATIVES[0] = _DEFAULT_NEGATIVES[0], negatives
+    return previous
+
+
+def default_negatives() -> str:
+    """The negatives of `Retrieval` tasks built with `negatives=None` (see
+    `set_default_negatives`)."""
+    return _DEFAULT_NEGATIVES[0]
+
+
+def _gather_candidates(candidates: tf.Tensor, candidate_ids: Optional[tf.Tensor],
+                       context) -> tuple:
+    """All-gathers the candidates (and ids) of every replica, this replica's block first.
+
+    Replica `r` holds rows `[o_r, o_r + n_r)` of the gathered `[sum n, dim]` matrix. Putting its
+    own block first keeps TFRS's diagonal labels (query `i`'s positive is column `i`): the same
+    as offsetting the labels by `o_r`, and the softmax does not depend on the column order. The
+    gradient of `all_gather` sums the other replicas' gradients into each replica's own rows,
+    so summing the replicas' gradients (what the optimizer does) gives the global gradient.
+    """
+    sizes = context.all_gather(tf.shape(candidates)[:1], axis=0)  # [replicas]
+    replica = context.replica_id_in_sync_group
+    start = tf.reduce_sum(sizes[:replica])
+    end = start + sizes[replica]
+
+    def own_block_first(values):
+        # Slices, not tf.gather: the gradient stays dense, as all_gather's gradient needs.
+        return tf.concat([values[start:end], values[:start], values[end:]], axis=0)
+
+    gathered = own_block_first(context.all_gather(candidates, axis=0))
+    if candidate_ids is None:
+        return gathered, None
+    ids = tf.reshape(tf.convert_to_tensor(candidate_ids), [-1])
+    if ids.dtype == tf.string:
+        # Collectives carry numbers only: accidental hits compare 64-bit fingerprints of the
+        # ids (a false match needs a 64-bit collision among one global batch).
+        ids = tf.strings.to_hash_bucket_fast(ids, 2 ** 63 - 1)
+    elif ids.dtype != tf.int64:
+        ids = tf.cast(ids, tf.int64)
+    return gathered, own_block_first(context.all_gather(ids, axis=0))
 
 
 @tf.keras.utils.register_keras_serializable(package="towerkit")
@@ -56,6 +123,13 @@ class Retrieval(tfrs.tasks.Retrieval):
       id_based_metrics: bool. Pass `candidate_ids` to the metrics (their index must then hold
         candidate identifiers); otherwise metrics are score-based, as in the TFRS tutorials.
       batch_metrics: Optional Keras metrics over the in-batch scores.
+      negatives: `"global"`, `"per-replica"` or None (the run's default, `default_negatives()`,
+        `"global"` unless `towerkit train --negatives` sets it). Only matters under a
+        `tf.distribute` strategy with several replicas: `"global"` all-gathers the candidate
+        embeddings (with their logQ terms) and ids, so every query is scored against the
+        candidates of the whole global batch and the loss and gradients equal the
+        single-device ones; `"per-replica"` keeps TFRS's behaviour (each replica's queries
+        against its own candidates only: fewer negatives, another loss).
 
     References:
       Yi et al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
@@ -68,7 +142,11 @@ class Retrieval(tfrs.tasks.Retrieval):
                  sampling_vocabulary: Optional[Sequence] = None,
                  sampling_counts: Optional[Sequence[int]] = None,
                  metrics=None, id_based_metrics: bool = False, batch_metrics=None,
-                 name: Optional[str] = None, **kwargs):
+                 negatives: Optional[str] = None, name: Optional[str] = None, **kwargs):
+        if negatives is not None and negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {NEGATIVES} or None (the run's "
+                             f"default), got {negatives!r}.")
+        self.negatives = negatives
         if temperature is not None and not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
         if num_hard_negatives is not None and (not isinstance(num_hard_negatives, int)
@@ -156,8 +234,16 @@ class Retrieval(tfrs.tasks.Retrieval):
             candidates = tf.concat([candidates, correction[:, tf.newaxis]], axis=-1)
             ones = tf.ones_like(queries[..., :1])
             queries = tf.concat([queries, ones], axis=-1)
+        loss_ids = candidate_ids
+        context = tf.distribute.get_replica_context()
+        if ((self.negatives or default_negatives()) == "global" and context is not None
+                and context.num_replicas_in_sync > 1):
+            candidates, gathered_ids = _gather_candidates(
+                tf.convert_to_tensor(candidates), candidate_ids, context)
+            if self._remove_accidental_hits:
+                loss_ids = gathered_ids
         loss = super().call(queries, candidates, sample_weight=sample_weight,
-                            candidate_ids=candidate_ids, compute_metrics=False,
+                            candidate_ids=loss_ids, compute_metrics=False,
                             compute_batch_metrics=compute_batch_metrics)
         if not compute_metrics or query_embeddings.shape.rank != 2:
             return loss
@@ -181,6 +267,7 @@ class Retrieval(tfrs.tasks.Retrieval):
             "sampling_counts": (list(self.sampling_counts)
                                 if self.sampling_counts is not None else None),
             "id_based_metrics": self.id_based_metrics,
+            "negatives": self.negatives,
         })
         return config
 

@@ -7,6 +7,8 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from towerkit.tasks.global_batch import global_mean
+
 __all__ = ["SampledSoftmax"]
 
 
@@ -47,7 +49,10 @@ class SampledSoftmax(tf.keras.layers.Layer):
 
     Returns:
       Scalar: the mean loss over the batch; with `sample_weight`, the weighted mean
-      `sum_i w_i l_i / sum_i w_i` (0 when every weight is 0).
+      `sum_i w_i l_i / sum_i w_i` (0 when every weight is 0). Under a `tf.distribute` strategy
+      with several replicas the denominator is the GLOBAL batch's (all-reduced), so the
+      replicas' losses sum to the global mean and their summed gradients equal the
+      single-device ones; sampled negatives are then drawn per replica.
 
     References:
       Jean et al., "On Using Very Large Target Vocabulary for Neural Machine Translation",
@@ -132,11 +137,11 @@ class SampledSoftmax(tf.keras.layers.Layer):
                 negative = tf.where(hits, tf.float32.min, negative)
             logits = tf.concat([positive[:, tf.newaxis], negative], axis=1)
             losses = tf.reduce_logsumexp(logits, axis=1) - positive
-        if sample_weight is not None:
-            weights = tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
-            return tf.math.divide_no_nan(tf.reduce_sum(losses * weights),
-                                         tf.reduce_sum(weights))
-        return tf.reduce_mean(losses)
+        weights = (None if sample_weight is None
+                   else tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype))
+        # Under a strategy: this replica's sum over the GLOBAL batch's weight, so the
+        # optimizer's sum of the replicas' gradients is the single-device gradient.
+        return global_mean(losses, weights)
 
     def get_config(self) -> dict:
         config = super().get_config()
