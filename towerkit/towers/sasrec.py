@@ -146,7 +146,8 @@ class SASRecTower(tf.keras.layers.Layer):
         if width is not None and width > self.max_length:
             raise ValueError(f"'history' has {width} columns but the tower has max_length="
                              f"{self.max_length} positions; truncate the history to the latest "
-                             f"{self.max_length} items or build the tower with a larger max_length.")
+                             f"{self.max_length} items or build the tower with a larger "
+                             "max_length.")
         return history
 
     def sequence(self, inputs: Mapping[str, tf.Tensor], training: bool = False,
