@@ -13,7 +13,7 @@ Usage (the protocol table, one command per model; the multi-interest models run 
       --out seq/youtube_dnn_profile_genres.json
   python benchmarks/sequential/run.py --models gru --seeds 0 1 2 --out seq/gru.json
   python benchmarks/sequential/run.py --models sasrec --seeds 0 1 2 \
-      --out benchmarks/sequential/sasrec_results.json
+      --out seq/sasrec.json
   python benchmarks/sequential/multi_interest.py --models mind --seeds 0 1 2 --out seq/mind.json
   python benchmarks/sequential/multi_interest.py --models comirec_dr --seeds 0 1 2 \
       --out seq/comirec_dr.json
@@ -53,7 +53,7 @@ SETTINGS = {
     "popularity": ("popularity", 1, {}),
     "gru": ("gru", 20, {"embedding_dim": 64, "batch_size": 1024, "learning_rate": 3e-3,
                         "loss": "full", "unroll": True, "early_stopping": 3}),
-    # Chosen on the valid users, seed 0 (benchmarks/sequential/sasrec_sweep.py, SASREC_SECTION.md).
+    # Chosen on the valid users, seed 0 (benchmarks/sequential/sasrec_sweep.py, RESULTS.md "SASRec").
     "sasrec": ("sasrec", 20, {"embedding_dim": 64, "batch_size": 1024, "learning_rate": 3e-3,
                               "loss": "full", "early_stopping": 3, "num_blocks": 2,
                               "num_heads": 1, "dropout": 0.5}),
