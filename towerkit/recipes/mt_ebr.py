@@ -11,7 +11,7 @@ under per-user quotas. Here:
   clusters Word2Vec embeddings). See `towerkit.data.ItemClusters`.
 * Model: `towerkit.models.MultiTaskEBR` over a `SASRecTower` (`--num-blocks`, `--num-heads`,
   `--dropout`: 2 / 1 / 0.2; batch 1024, learning rate 3e-3: the settings benchmarked against
-  `sasrec` in benchmarks/sequential/MT_EBR_SECTION.md, where alpha = 1 is also the best
+  `sasrec` in benchmarks/sequential/RESULTS.md, "Divide-and-conquer multi-task EBR", where alpha = 1 is also the best
   quota exponent on the valid users). An example is the task of its target's
   cluster; its loss is the full softmax over that cluster's items only (only `--loss full`;
   score and temperature as in `sasrec`: dot product, temperature 1, unless `--l2-normalize`).
@@ -67,7 +67,7 @@ GENRE_NAMES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime"
                "Drama", "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery",
                "Romance", "Sci-Fi", "Thriller", "Unknown", "War", "Western",
                "(no genres listed)")
-# The settings benchmarked against sasrec (benchmarks/sequential/MT_EBR_SECTION.md); alpha = 1
+# The settings benchmarked against sasrec (benchmarks/sequential/RESULTS.md, "Divide-and-conquer multi-task EBR"); alpha = 1
 # is the best quota exponent on the valid users there.
 DEFAULTS = {"batch_size": 1024, "learning_rate": 3e-3, "num_blocks": 2, "num_heads": 1,
             "dropout": 0.2, "clusters": "genres",

@@ -13,7 +13,7 @@ Flags: `--num-blocks` (b, default 2), `--num-heads` (default 1, must divide `--e
 The sweep started from the paper's MovieLens-1M setting (2 blocks, one head, dropout 0.2) at the
 gru recipe's batch and learning rate; dropout 0.5 (the paper's value for its sparser data sets)
 scored higher on the valid users, seed 0 (benchmarks/sequential/sasrec_sweep.py,
-benchmarks/sequential/SASREC_SECTION.md).
+benchmarks/sequential/RESULTS.md, "SASRec").
 
 References:
   Kang and McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018,
@@ -31,7 +31,7 @@ from towerkit.towers.sasrec import SASRecTower
 
 __all__ = ["SASRecRecipe"]
 
-# Chosen on the valid users (benchmarks/sequential/SASREC_SECTION.md).
+# Chosen on the valid users (benchmarks/sequential/RESULTS.md, "SASRec").
 DEFAULTS = {"num_blocks": 2, "num_heads": 1, "dropout": 0.5, "batch_size": 1024,
             "learning_rate": 3e-3}
 

@@ -49,7 +49,7 @@ print("towerkit", towerkit.__version__, "| TensorFlow", tf.__version__)
 # %% [markdown]
 # ## Train both models
 #
-# Same encoder settings for both (those of benchmarks/sequential/MT_EBR_SECTION.md: batch
+# Same encoder settings for both (those of benchmarks/sequential/RESULTS.md, "Divide-and-conquer multi-task EBR": batch
 # 1024, learning rate 3e-3, dropout 0.2, full softmax); `mt_ebr` adds the 18 genre clusters,
 # the prompts and the intent head.
 
