@@ -292,10 +292,12 @@ def _search_one(t, queries, k, probes, blocks_to_search, leaf_weight, block_weig
     blocks = tf.raw_ops.RaggedRange(starts=tf.gather(t["leaf_blocks"], leaf),
                                     limits=tf.gather(t["leaf_blocks"], leaf + 1),
                                     deltas=tf.constant(1, tf.int64)).rt_dense_values
-    coarse = tf.matmul(tf.concat([queries, block_weight * norm], 1),
-                       tf.gather(t["block_keys"], blocks), transpose_b=True)  # [1, m]
+    # Multiply and sum, not a matmul: `m` changes with every query, and oneDNN's matmul
+    # builds (JIT-compiles) a new kernel for every new shape.
+    coarse = tf.reduce_sum(tf.gather(t["block_keys"], blocks)
+                           * tf.concat([queries, block_weight * norm], 1), axis=1)  # [m]
     _, at = tf.math.top_k(coarse, tf.minimum(blocks_to_search, tf.size(blocks)), sorted=False)
-    chosen = tf.gather(blocks, at)  # [1, searched]
+    chosen = tf.gather(blocks, at)  # [searched]
     dim = t["blocks"].shape[2] or tf.shape(t["blocks"])[2]
     scores = tf.matmul(queries, tf.reshape(tf.gather(t["blocks"], chosen), [-1, dim]),
                        transpose_b=True)  # [1, searched * block_size]
@@ -329,8 +331,11 @@ def _search_chunk(t, queries, k, probes, blocks_to_search, leaf_weight, block_we
     flat = tf.ragged.range(starts, ends).flat_values
     candidates = tf.RaggedTensor.from_row_lengths(flat, per_query).to_tensor(default_value=-1)
     safe = tf.maximum(candidates, 0)
-    block_query = tf.concat([queries, block_weight * norms], 1)[:, :, tf.newaxis]
-    coarse = tf.squeeze(tf.matmul(tf.gather(t["block_keys"], safe), block_query), -1)
+    # Multiply and sum, not a batched matmul: the padded width changes with every batch, and
+    # oneDNN's matmul builds (JIT-compiles) a new kernel for every new shape (at batch 256 on
+    # the small-search benchmark that took most of the call).
+    block_query = tf.concat([queries, block_weight * norms], 1)[:, tf.newaxis, :]
+    coarse = tf.reduce_sum(tf.gather(t["block_keys"], safe) * block_query, axis=2)
     coarse = tf.where(candidates >= 0, coarse, _NEG_INF)
     searched = tf.minimum(blocks_to_search, tf.shape(coarse)[1])
     best_coarse, at = tf.math.top_k(coarse, searched, sorted=False)  # [b, searched]
