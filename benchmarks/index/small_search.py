@@ -187,14 +187,15 @@ def describe(row, key):
 
 
 def print_table(result):
-    print(f"\n| batch | native ScaNN CPU-QPS | portable, C API CPU-QPS | ratio, median (range) "
-          f"| empty SavedModel, C API |")
+    print("\n| batch | native ScaNN CPU-QPS | portable, C API CPU-QPS | ratio, median (range) "
+          "| empty SavedModel, C API |")
     print("|---|---|---|---|---|")
     for batch, s in result["summary"].items():
         ratio = (f"**{s['ratio_median']:.2f}x** ({s['ratio_range'][0]:.2f}-"
                  f"{s['ratio_range'][1]:.2f})" if s["ratio_median"] else "-")
         print(f"| {batch} | {s['native_scann_median']:,.0f} | "
-              f"{s['portable_c_api_median'] or 0:,.0f} | {ratio} | {s['empty_c_api_median']:,.0f} |")
+              f"{s['portable_c_api_median'] or 0:,.0f} | {ratio} | "
+              f"{s['empty_c_api_median']:,.0f} |")
     print("\nPer round (CPU-QPS; recall, setting):\n")
     print("| round | batch | native ScaNN | portable, C API | ratio |")
     print("|---|---|---|---|---|")

@@ -27,7 +27,8 @@ rarely aligned with q. On the 1M benchmark (NumPy, 300 queries, 200 of 2,000 lea
 radius at weight 0.2 reached recall@10 0.954 with 24 blocks and 0.963 with 32, where the
 spread at its best weight (2-3) needed 48 blocks for 0.957 (`benchmarks/index/RESULTS.md`).
 Large batches run in chunks (`chunk_size`: 16 queries on the 1M benchmark, a whole batch of
-256 on small searches) so that no intermediate tensor grows past about 16 MB (larger ones are page-faulted in on every call by the C allocator).
+256 on small searches) so that no intermediate tensor grows past about 16 MB (larger ones are
+page-faulted in on every call by the C allocator).
 
 References:
   Guo et al., "Accelerating Large-Scale Inference with Anisotropic Vector Quantization", ICML 2020,
