@@ -3,7 +3,7 @@
 Reproduces the block-score table of RESULTS.md ("blocks ranked by their radius"). Needs the
 workdir of a `run_benchmark.py` run at 1M (its serialized ScaNN searcher and exact truth):
 
-  python benchmarks/index/block_ranking.py --workdir /tmp/e3_bench --queries 300
+  python benchmarks/index/block_ranking.py --workdir /tmp/tk_index_bench --queries 300
 
 Leaves are ranked by `q . centre + |q| * spread` (the index's leaf score; the exact top
 `--leaves`, where the index uses a sampled cut on large partitions), then the blocks of those

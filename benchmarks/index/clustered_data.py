@@ -14,12 +14,13 @@ def clustered_dataset(
     dim: int = 64,
     num_clusters: int = 1000,
     seed: int = 0,
+    spread_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns `(candidates [num_points, dim], queries [num_queries, dim])` float32 from one mixture.
 
     Queries are held-out draws from the same distribution as the candidates.
     """
-    both = clustered_vectors(num_points + num_queries, dim, num_clusters, seed)
+    both = clustered_vectors(num_points + num_queries, dim, num_clusters, seed, spread_scale)
     return both[:num_points], both[num_points:]
 
 
@@ -28,16 +29,19 @@ def clustered_vectors(
     dim: int = 64,
     num_clusters: int = 1000,
     seed: int = 0,
+    spread_scale: float = 1.0,
 ) -> np.ndarray:
     """Draws `[num_points, dim]` float32 vectors from a mixture of `num_clusters` Gaussians.
 
     Cluster centres are random directions; each cluster has its own spread (noise norm 0.45-1.15
-    times the centre norm) and every point is scaled by a log-normal norm factor (sigma 0.45), so norms vary and
+    times the centre norm, times `spread_scale`: below 1 the clusters are tighter) and every
+    point is scaled by a log-normal norm factor (sigma 0.45), so norms vary and
     maximum inner product search differs from nearest-neighbour search. Rows are in random order.
     """
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(num_clusters, dim)).astype(np.float32) / np.sqrt(dim)
-    spreads = rng.uniform(0.45, 1.15, size=num_clusters).astype(np.float32) / np.sqrt(dim)
+    spreads = ((rng.uniform(0.45, 1.15, size=num_clusters) * spread_scale).astype(np.float32)
+               / np.sqrt(dim))
     weights = rng.dirichlet(np.full(num_clusters, 2.0))
     labels = rng.choice(num_clusters, size=num_points, p=weights)
     out = np.empty((num_points, dim), np.float32)

@@ -11,7 +11,8 @@ SavedModelBundle + Session::Run path of TF Serving's C++ server; needs a C compi
 
   python benchmarks/index/run_benchmark.py --sizes 100000 1000000 --workdir /tmp/tk_index_bench
 
-Writes `results_<n>.json` and `recall_qps.png` next to this file (or `--out`).
+Writes `results_<n>.json` and `recall_qps.png` next to this file (or `--out`); `--plot-only`
+redraws the plot from the saved results.
 """
 
 from __future__ import annotations
@@ -300,9 +301,15 @@ def main():
     parser.add_argument("--annoy-max-n", type=int, default=1_000_000)
     parser.add_argument("--workdir", default="/tmp/towerkit_index_bench")
     parser.add_argument("--out", default=str(HERE))
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only redraw recall_qps.png from the results_<n>.json in --out")
     args = parser.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.plot_only:
+        results = [json.loads(p.read_text()) for p in out.glob("results_*.json")]
+        plot(sorted(results, key=lambda r: r["n"]), out / "recall_qps.png")
+        return
     for n in args.sizes:
         result = run_size(n, args)
         result["command"] = " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])

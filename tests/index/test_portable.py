@@ -420,3 +420,20 @@ def test_saved_model_in_clean_process_same_results_stock_ops_only(tmp_path, data
     np.testing.assert_array_equal(got["ids"], found.numpy())
     np.testing.assert_allclose(got["scores"], scores.numpy(), rtol=1e-6)
     np.testing.assert_array_equal(got["top3"], index(queries[:40], k=3)[1].numpy())
+
+
+def test_chunk_size_from_the_gathered_bytes():
+    # 1M benchmark layout: 2,000 leaves, 32,278 blocks of 32 x 64. 200 leaves hold about
+    # 200 * 32278 // 2000 + 1 = 3,228 blocks: 3,228 * 65 * 4 B = 839 KB of block keys, plus 32
+    # blocks of candidates = 32 * 32 * 64 * 4 B = 262 KB: 1.10 MB a query, 16 MB / 1.10 MB =
+    # 15.2 -> 15, clipped up to CHUNK = 16.
+    big = {"blocks": tf.zeros([32278, 32, 64]), "leaf_keys": tf.zeros([65, 2000])}
+    assert int(portable_search.chunk_size(big, tf.constant(200), tf.constant(32))) == 16
+    # Small search: 894 leaves, 7,000 blocks; 8 leaves -> 8 * 7000 // 894 + 1 = 63 blocks
+    # (16 KB of keys) and 3 blocks (24 KB of candidates): 40 KB a query, 16 MB / 40 KB = 413
+    # -> clipped to MAX_CHUNK = 256 (a batch of 256 in one chunk).
+    small = {"blocks": tf.zeros([7000, 32, 64]), "leaf_keys": tf.zeros([65, 894])}
+    assert int(portable_search.chunk_size(small, tf.constant(8), tf.constant(3))) == 256
+    # In between: 124 leaves -> 2,002 blocks' keys (521 KB) + 16 blocks (131 KB): 16 MiB / 652 KB
+    # = 25.7 -> 25.
+    assert int(portable_search.chunk_size(big, tf.constant(124), tf.constant(16))) == 25

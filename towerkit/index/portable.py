@@ -193,13 +193,20 @@ class PortableIndex(Index):
         _LOG.info("PortableIndex: %s", settings)
 
     def _search(self, queries: tf.Tensor, k):
+        if not tf.executing_eagerly():
+            # Inside a caller's graph (a SavedModel signature): the search ops go straight into
+            # it. A nested tf.function would add an identity op per input when it is inlined,
+            # and on small searches the executed op count sets the speed.
+            return portable_search.search(self._layout, queries, k, **self._knobs,
+                                          max_k=self._k)
         if self._search_fn is None:
-            # One traced graph for eager calls and for every caller's graph (the chunk loop of a
-            # large batch must run as a while loop, not as Python).
+            # One traced graph for eager calls (the chunk loop of a large batch must run as a
+            # while loop, not as Python).
             @tf.function(input_signature=[tf.TensorSpec([None, self._dim], tf.float32),
                                           tf.TensorSpec([], tf.int32)])
             def search_fn(queries, k):
-                return portable_search.search(self._layout, queries, k, **self._knobs)
+                return portable_search.search(self._layout, queries, k, **self._knobs,
+                                              max_k=self._k)
             self._search_fn = search_fn
         return self._search_fn(queries, tf.convert_to_tensor(k, tf.int32))
 

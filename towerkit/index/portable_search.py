@@ -26,8 +26,9 @@ of that margin ranks better than the full bound or the block's spread, since a r
 rarely aligned with q. On the 1M benchmark (NumPy, 300 queries, 200 of 2,000 leaves) the
 radius at weight 0.2 reached recall@10 0.954 with 24 blocks and 0.963 with 32, where the
 spread at its best weight (2-3) needed 48 blocks for 0.957 (`benchmarks/index/RESULTS.md`).
-Large batches run in chunks of `CHUNK` queries so that no intermediate tensor grows past a few
-tens of MB (larger ones are page-faulted in on every call by the C allocator).
+Large batches run in chunks (`chunk_size`: 16 queries on the 1M benchmark, a whole batch of
+256 on small searches) so that no intermediate tensor grows past about 16 MB (larger ones are
+page-faulted in on every call by the C allocator).
 
 References:
   Guo et al., "Accelerating Large-Scale Inference with Anisotropic Vector Quantization", ICML 2020,
@@ -47,6 +48,10 @@ import tensorflow as tf
 # Queries per chunk of a large batch (bounds the size of the gathered block tensors; 16 was
 # fastest on the 1M benchmark, against 8, 32 and 64).
 CHUNK = 16
+# A chunk's gathered tensors are kept near CHUNK_BYTES (see `chunk_size`); at most MAX_CHUNK
+# queries per chunk.
+CHUNK_BYTES = 16 * 2**20
+MAX_CHUNK = 256
 # Leaf selection switches from an exact top-k to a sampled threshold (see `select_leaves`) for
 # partitions of at least SAMPLED_MIN_LEAVES leaves when at least SAMPLED_MIN_PROBES are kept.
 SAMPLED_MIN_LEAVES = 1024
@@ -155,7 +160,7 @@ def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.n
 
 
 def search(layout, queries, k, leaves_to_search, blocks_to_search, leaf_spread_weight=1.0,
-           block_spread_weight=0.2) -> tuple[tf.Tensor, tf.Tensor]:
+           block_spread_weight=0.2, max_k=None) -> tuple[tf.Tensor, tf.Tensor]:
     """Top-k by inner product over a layout from `build_layout` (arrays, tensors or variables).
 
     Args:
@@ -166,6 +171,8 @@ def search(layout, queries, k, leaves_to_search, blocks_to_search, leaf_spread_w
       blocks_to_search: int32 scalar. Blocks of those leaves scored exactly per query.
       leaf_spread_weight: float scalar. Weight of `|q| * spread` in the leaf ranking.
       block_spread_weight: float scalar. Weight of `|q| * radius` in the block ranking.
+      max_k: Optional Python int, the largest `k` a tensor `k` can take (lets the one-query
+        graph pad with a constant; default: `k` when it is a Python int).
 
     Returns:
       `(scores [batch, k] float32, rows [batch, k] int64)`: original candidate rows, best first;
@@ -175,23 +182,24 @@ def search(layout, queries, k, leaves_to_search, blocks_to_search, leaf_spread_w
     # read of a resource variable mixed with dense reads makes TF copy the variable per read.)
     t = {name: tf.convert_to_tensor(value) for name, value in layout.items()}
     queries = tf.convert_to_tensor(queries, tf.float32)
-    probes = tf.clip_by_value(tf.cast(leaves_to_search, tf.int32), 1,
-                              tf.shape(t["leaf_keys"])[1])
+    num_leaves = t["leaf_keys"].shape[1] or tf.shape(t["leaf_keys"])[1]
+    probes = tf.clip_by_value(tf.cast(leaves_to_search, tf.int32), 1, num_leaves)
     knobs = (tf.cast(k, tf.int32), probes, tf.cast(blocks_to_search, tf.int32),
              tf.cast(leaf_spread_weight, tf.float32), tf.cast(block_spread_weight, tf.float32))
+    pad = max_k if max_k is not None else (k if isinstance(k, int) else None)
     batch = tf.shape(queries)[0]
     if queries.shape[0] == 1:
-        return _search_one(t, queries, *knobs)
+        return _search_one(t, queries, *knobs, pad)
     if queries.shape[0] is not None and queries.shape[0] <= CHUNK:
         return _search_chunk(t, queries, *knobs)
 
-    def chunked():
-        chunks = (batch + CHUNK - 1) // CHUNK
+    def chunked(chunk):
+        chunks = (batch + chunk - 1) // chunk
         empty = (tf.TensorArray(tf.float32, size=chunks, infer_shape=False),
                  tf.TensorArray(tf.int64, size=chunks, infer_shape=False))
 
         def step(i, scores, rows):
-            s, r = _search_chunk(t, queries[i * CHUNK:(i + 1) * CHUNK], *knobs)
+            s, r = _search_chunk(t, queries[i * chunk:(i + 1) * chunk], *knobs)
             return i + 1, scores.write(i, s), rows.write(i, r)
 
         # An explicit while loop (not AutoGraph), so that callers need not be tf.functions.
@@ -199,9 +207,36 @@ def search(layout, queries, k, leaves_to_search, blocks_to_search, leaf_spread_w
         return scores.concat(), rows.concat()
 
     def small():
-        return tf.cond(batch <= CHUNK, lambda: _search_chunk(t, queries, *knobs), chunked)
+        chunk = chunk_size(t, probes, knobs[2])
+        return tf.cond(batch <= chunk, lambda: _search_chunk(t, queries, *knobs),
+                       lambda: chunked(chunk))
 
-    return tf.cond(tf.equal(batch, 1), lambda: _search_one(t, queries, *knobs), small)
+    return tf.cond(tf.equal(batch, 1), lambda: _search_one(t, queries, *knobs, pad), small)
+
+
+def chunk_size(t, probes, blocks_to_search):
+    """Queries per chunk of a large batch: as many as keep the gathered tensors near CHUNK_BYTES.
+
+    Per query, a chunk gathers the keys of every block of its `probes` leaves (about
+    `probes * num_blocks / num_leaves` rows of `dim + 1` floats) and the candidates of
+    `blocks_to_search` blocks (`block_size * dim` floats each). Clipped to
+    `[CHUNK, MAX_CHUNK]`: on the 1M benchmark (200 leaves, 32 blocks: about 1 MB a query) this
+    is CHUNK; a small search (a few leaves and blocks) runs a batch of 256 in one chunk instead
+    of 16, and the per-chunk op count no longer dominates.
+
+    Args:
+      t: the layout's tensors.
+      probes: int32 scalar, leaves searched.
+      blocks_to_search: int32 scalar.
+
+    Returns:
+      int32 scalar.
+    """
+    num_blocks, size, dim = (t["blocks"].shape[i] or tf.shape(t["blocks"])[i] for i in range(3))
+    num_leaves = t["leaf_keys"].shape[1] or tf.shape(t["leaf_keys"])[1]
+    per_query = 4.0 * (tf.cast(probes * num_blocks // num_leaves + 1, tf.float32) * (dim + 1)
+                       + tf.cast(blocks_to_search * size * dim, tf.float32))
+    return tf.clip_by_value(tf.cast(CHUNK_BYTES / per_query, tf.int32), CHUNK, MAX_CHUNK)
 
 
 def select_leaves(leaf_scores, probes):
@@ -242,29 +277,41 @@ def select_leaves(leaf_scores, probes):
                    sampled, exact)
 
 
-def _search_one(t, queries, k, probes, blocks_to_search, leaf_weight, block_weight):
-    """`_search_chunk` for a single query `[1, dim]`, with fewer graph ops.
+def _search_one(t, queries, k, probes, blocks_to_search, leaf_weight, block_weight, pad):
+    """`_search_chunk` for a single query `[1, dim]`, in as few executed ops as possible.
 
-    At batch 1 the executor's per-op cost counts (a batch-1 call through `search` executed 139
-    ops this way against 192 through the chunk graph, and ran about 1.1x faster): one query
-    needs no per-query padding, masks or segment sums.
+    Through TensorFlow's C API (TF Serving's path) every executed op costs about 1 us whatever
+    it computes, and a small search (a few leaves, a few blocks) computes little: one query
+    needs no per-query padding, masks or segment sums, the leaves' block ranges come from one
+    `RaggedRange` op, and the candidates are padded to `pad` (>= k) with one constant instead
+    of a dynamic `tf.pad`.
     """
-    query = queries[0]
-    norm = tf.norm(query, keepdims=True)
-    leaf_scores = tf.matmul(tf.concat([query, leaf_weight * norm], 0)[tf.newaxis],
-                            t["leaf_keys"])
-    _, leaf = select_leaves(leaf_scores, probes)
-    blocks = tf.ragged.range(tf.gather(t["leaf_blocks"], leaf),
-                             tf.gather(t["leaf_blocks"], leaf + 1)).flat_values
-    coarse = tf.linalg.matvec(tf.gather(t["block_keys"], blocks),
-                              tf.concat([query, block_weight * norm], 0))
-    _, at = tf.math.top_k(coarse, tf.minimum(blocks_to_search, tf.size(coarse)), sorted=False)
-    chosen = tf.gather(blocks, at)
+    norm = tf.sqrt(tf.reduce_sum(queries * queries, axis=1, keepdims=True))  # [1, 1]
+    leaf_scores = tf.matmul(tf.concat([queries, leaf_weight * norm], 1), t["leaf_keys"])
+    _, leaf = tf.math.top_k(leaf_scores, probes, sorted=False)
+    leaf = tf.reshape(leaf, [-1])
+    blocks = tf.raw_ops.RaggedRange(starts=tf.gather(t["leaf_blocks"], leaf),
+                                    limits=tf.gather(t["leaf_blocks"], leaf + 1),
+                                    deltas=tf.constant(1, tf.int64)).rt_dense_values
+    # Multiply and sum, not a matmul: `m` changes with every query, and oneDNN's matmul
+    # builds (JIT-compiles) a new kernel for every new shape.
+    coarse = tf.reduce_sum(tf.gather(t["block_keys"], blocks)
+                           * tf.concat([queries, block_weight * norm], 1), axis=1)  # [m]
+    _, at = tf.math.top_k(coarse, tf.minimum(blocks_to_search, tf.size(blocks)), sorted=False)
+    chosen = tf.gather(blocks, at)  # [searched]
     dim = t["blocks"].shape[2] or tf.shape(t["blocks"])[2]
-    scores = tf.linalg.matvec(tf.reshape(tf.gather(t["blocks"], chosen), [-1, dim]), query)
-    rows = tf.reshape(tf.gather(t["block_rows"], chosen), [-1])
-    scores = tf.where(rows >= 0, scores, _NEG_INF)
-    return _top_k_padded(scores[tf.newaxis], rows[tf.newaxis], k)
+    scores = tf.matmul(queries, tf.reshape(tf.gather(t["blocks"], chosen), [-1, dim]),
+                       transpose_b=True)  # [1, searched * block_size]
+    rows = tf.reshape(tf.gather(t["block_rows"], chosen), [1, -1])
+    # [1, -1]: a lowered tf.cond may run this branch's ops on a larger batch too (their result
+    # is discarded); the reshape keeps them shape-valid.
+    scores = tf.where(rows >= 0, tf.reshape(scores, [1, -1]), _NEG_INF)
+    if isinstance(pad, int):
+        scores = tf.concat([scores, tf.fill([1, pad], _NEG_INF)], 1)
+        rows = tf.concat([rows, tf.fill([1, pad], tf.constant(-1, tf.int64))], 1)
+        top_scores, index = tf.math.top_k(scores, k)
+        return top_scores, tf.gather(rows, index, batch_dims=1)
+    return _top_k_padded(scores, rows, k)
 
 
 def _search_chunk(t, queries, k, probes, blocks_to_search, leaf_weight, block_weight):
@@ -285,8 +332,11 @@ def _search_chunk(t, queries, k, probes, blocks_to_search, leaf_weight, block_we
     flat = tf.ragged.range(starts, ends).flat_values
     candidates = tf.RaggedTensor.from_row_lengths(flat, per_query).to_tensor(default_value=-1)
     safe = tf.maximum(candidates, 0)
-    block_query = tf.concat([queries, block_weight * norms], 1)[:, :, tf.newaxis]
-    coarse = tf.squeeze(tf.matmul(tf.gather(t["block_keys"], safe), block_query), -1)
+    # Multiply and sum, not a batched matmul: the padded width changes with every batch, and
+    # oneDNN's matmul builds (JIT-compiles) a new kernel for every new shape (at batch 256 on
+    # the small-search benchmark that took most of the call).
+    block_query = tf.concat([queries, block_weight * norms], 1)[:, tf.newaxis, :]
+    coarse = tf.reduce_sum(tf.gather(t["block_keys"], safe) * block_query, axis=2)
     coarse = tf.where(candidates >= 0, coarse, _NEG_INF)
     searched = tf.minimum(blocks_to_search, tf.shape(coarse)[1])
     best_coarse, at = tf.math.top_k(coarse, searched, sorted=False)  # [b, searched]
