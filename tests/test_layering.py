@@ -1,6 +1,10 @@
 """Enforces the one-way data flow: a towerkit module imports only from earlier stages.
 
-Order: data, features, layers, towers, tasks, models, evaluation, index, serving, recipes, cli.
+Order: data, features, layers, towers, tasks, metrics, models, evaluation, index, serving, recipes,
+cli. `metrics` (Keras metrics over a candidate corpus) comes right after `tasks`: a task takes a
+metric object as an argument and never imports the package, while models and recipes build
+metrics; a metric reads an index only through the TFRS `TopK` interface it is handed, so it
+needs no import of the later `index` stage.
 Shared helpers (`towerkit._*`) may be imported anywhere; `towerkit/__init__.py` is exempt.
 """
 
@@ -9,8 +13,8 @@ import pathlib
 
 import pytest
 
-STAGES = ("data", "features", "layers", "towers", "tasks", "models", "evaluation", "index",
-          "serving", "recipes", "cli")
+STAGES = ("data", "features", "layers", "towers", "tasks", "metrics", "models", "evaluation",
+          "index", "serving", "recipes", "cli")
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "towerkit"
 
 

@@ -6,7 +6,7 @@ import pytest
 import towerkit  # noqa: F401
 import tensorflow as tf
 
-from towerkit.features import FeatureSet, IdEmbedding, NormalizedNumeric
+from towerkit.features import INDEX_SUFFIX, FeatureSet, IdEmbedding, NormalizedNumeric
 from towerkit.models import MLP, MultiTaskModel, RankingModel, Tower, TwoTowerModel
 from towerkit.tasks import Ranking, Retrieval
 
@@ -157,3 +157,31 @@ def test_model_saved_model_round_trip(index, tmp_path):
     loaded = tf.keras.models.load_model(str(tmp_path / "model"))
     tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6),
                           loaded(batch), expected)
+
+
+def test_ids_looked_up_in_the_pipeline_train_to_the_same_weights():
+    # model.lookup_ids replaces each id by its row index (":index" keys) once, in the input
+    # pipeline; the towers then only gather rows. Same seed, same batches -> same loss and the
+    # same weights as training on raw ids; the raw ids the task reads (candidate_id_key) stay.
+    users, movies = ["a", "b", "c"], ["x", "y", "z", "w"]
+    batch = {"user_id": tf.constant(["a", "b", "c", "zz"]),
+             "movie_id": tf.constant(["x", "y", "w", "x"])}
+    weights = []
+    for pipeline in (False, True):
+        tf.keras.utils.set_random_seed(0)
+        model = TwoTowerModel(Tower(FeatureSet({"user_id": IdEmbedding(users, 4)})),
+                              Tower(FeatureSet({"movie_id": IdEmbedding(movies, 4)})),
+                              Retrieval(remove_accidental_hits=True), candidate_id_key="movie_id")
+        model.compile(tf.keras.optimizers.Adagrad(0.5))
+        data = tf.data.Dataset.from_tensors(batch)
+        if pipeline:
+            looked_up = model.lookup_ids(batch)
+            assert sorted(looked_up) == ["movie_id", "movie_id" + INDEX_SUFFIX,
+                                         "user_id" + INDEX_SUFFIX]
+            # "zz" is not a known user -> the OOV row 0; known ids start after it.
+            assert looked_up["user_id" + INDEX_SUFFIX].numpy().tolist() == [1, 2, 3, 0]
+            data = data.map(model.lookup_ids)
+        model.fit(data.repeat(3), verbose=0)
+        weights.append([w.numpy() for w in model.weights])
+    for raw, indexed in zip(*weights):
+        np.testing.assert_array_equal(raw, indexed)

@@ -6,7 +6,9 @@ from typing import Mapping
 
 import tensorflow as tf
 
-__all__ = ["FeatureSet"]
+__all__ = ["FeatureSet", "INDEX_SUFFIX"]
+
+INDEX_SUFFIX = ":index"  # key of a feature's looked-up row indices (see FeatureSet.lookup_ids)
 
 
 @tf.keras.utils.register_keras_serializable(package="towerkit")
@@ -14,7 +16,8 @@ class FeatureSet(tf.keras.layers.Layer):
     """Applies one layer per input feature and concatenates the results in key order.
 
     Extra keys in the input dict are ignored, so one dict of query and candidate features can
-    feed both towers.
+    feed both towers. An id feature may come as raw ids (`name`) or as row indices looked up
+    beforehand (`name + INDEX_SUFFIX`, from `lookup_ids`); the indices win when both are given.
 
     Example:
     ```python
@@ -57,15 +60,29 @@ class FeatureSet(tf.keras.layers.Layer):
             known = tf.ones(tf.shape(first)[:1], tf.bool)
         return known
 
+    def lookup_ids(self, inputs: Mapping[str, tf.Tensor]) -> dict:
+        """`{name + INDEX_SUFFIX: row indices}` for every id feature (layers with `lookup_ids`).
+
+        Run it once in the input pipeline (`dataset.map`): `call` then embeds the indices
+        without looking the ids up again in each training step, and a training step without
+        string ops can be compiled (`jit_compile`). Serving keeps calling the layer on raw ids.
+        """
+        return {key + INDEX_SUFFIX: self.features[key].lookup_ids(inputs[key])
+                for key in self.feature_names
+                if hasattr(self.features[key], "lookup_ids") and key in inputs}
+
     def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         if not isinstance(inputs, Mapping):
             raise TypeError(f"{self.name} expects a dict of features {self.feature_names}, got "
                             f"{type(inputs).__name__}.")
-        missing = [k for k in self.feature_names if k not in inputs]
+        missing = [k for k in self.feature_names if k not in inputs
+                   and k + INDEX_SUFFIX not in inputs]
         if missing:
             raise ValueError(f"{self.name} is missing features {missing}; it needs "
                              f"{self.feature_names} (got {sorted(inputs)}).")
-        outputs = [self.features[k](inputs[k]) for k in self.feature_names]
+        outputs = [self.features[k].embed_indices(inputs[k + INDEX_SUFFIX])
+                   if k + INDEX_SUFFIX in inputs else self.features[k](inputs[k])
+                   for k in self.feature_names]
         return outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=-1)
 
     def get_config(self) -> dict:

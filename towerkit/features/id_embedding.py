@@ -96,9 +96,20 @@ class IdEmbedding(tf.keras.layers.Layer):
             f"{self.name} has an integer vocabulary but got {inputs.dtype.name} ids; "
             "pass integer (or bool) ids.")
 
+    def lookup_ids(self, inputs) -> tf.Tensor:
+        """Row indices of the ids (int64, the input's shape): the lookup half of `call`.
+
+        An input pipeline can look ids up once (`dataset.map`) and feed the indices to
+        `embed_indices` in the training step (see `FeatureSet.lookup_ids`).
+        """
+        return self.lookup(self._check_dtype(tf.convert_to_tensor(inputs)))
+
+    def embed_indices(self, indices: tf.Tensor) -> tf.Tensor:
+        """Embeddings of row indices from `lookup_ids`: the embedding half of `call`."""
+        return self.embedding(indices)
+
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        inputs = tf.convert_to_tensor(inputs)
-        return self.embedding(self.lookup(self._check_dtype(inputs)))
+        return self.embed_indices(self.lookup_ids(inputs))
 
     def get_config(self) -> dict:
         config = super().get_config()

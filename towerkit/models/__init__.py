@@ -7,6 +7,7 @@ from towerkit.models.dual_augmented_two_tower import DualAugmentedTwoTowerModel
 from towerkit.models.esmm import ESMM
 from towerkit.models.mlp import MLP
 from towerkit.models.mmoe import MMoE
+from towerkit.models.model import Model
 from towerkit.models.multi_task_ranker import TASK_LABELS, TASKS, MultiTaskRanker
 from towerkit.models.multi_task_ebr import MultiTaskEBR
 from towerkit.models.multitask import MultiTaskModel
@@ -17,5 +18,5 @@ from towerkit.models.tower import Tower
 from towerkit.models.two_tower import TwoTowerModel
 
 __all__ = ["AITM", "AugmentedTower", "CGC", "DualAugmentedTwoTowerModel", "ESMM", "MLP", "MMoE",
-           "MultiTaskEBR", "MultiTaskModel", "MultiTaskRanker", "PLE", "RankingModel", "SharedBottom", "TASKS",
+           "Model", "MultiTaskEBR", "MultiTaskModel", "MultiTaskRanker", "PLE", "RankingModel", "SharedBottom", "TASKS",
            "TASK_LABELS", "Tower", "TwoTowerModel"]

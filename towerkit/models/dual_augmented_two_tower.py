@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from towerkit.models.augmented_tower import AugmentedTower
+from towerkit.models.model import Model
 from towerkit.tasks import AdaptiveMimicLoss, CategoryAlignmentLoss, Retrieval
 
 __all__ = ["DualAugmentedTwoTowerModel"]
@@ -16,7 +17,7 @@ LOSSES = ("softmax", "bce")
 
 
 @tf.keras.utils.register_keras_serializable(package="towerkit")
-class DualAugmentedTwoTowerModel(tfrs.Model):
+class DualAugmentedTwoTowerModel(Model):
     """Dual Augmented Two-tower model (Yu et al. 2021) as a `tfrs.Model`.
 
     Towers (`AugmentedTower`): the query tower reads `[e_1..e_n, a_u]` and outputs the

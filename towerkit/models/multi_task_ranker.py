@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from towerkit.models.mlp import MLP
+from towerkit.models.model import Model
 
 __all__ = ["MultiTaskRanker", "TASKS", "TASK_LABELS"]
 
@@ -28,7 +29,7 @@ def _check_tasks(tasks: Sequence[str]) -> tuple:
     return tasks
 
 
-class MultiTaskRanker(tfrs.Model):
+class MultiTaskRanker(Model):
     """Scores exposures for several tasks from one feature encoder; one loss per trained task.
 
     Subclasses implement `forward(features, training) -> (outputs, gates)`. `outputs` maps task

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
 from towerkit.models.mlp import MLP
+from towerkit.models.model import Model
 from towerkit.tasks import Ranking, Retrieval
 
 __all__ = ["MultiTaskModel"]
 
 
 @tf.keras.utils.register_keras_serializable(package="towerkit")
-class MultiTaskModel(tfrs.Model):
+class MultiTaskModel(Model):
     """Shares the query and candidate towers between a retrieval and a ranking task.
 
     `loss = retrieval_weight * retrieval_loss + ranking_weight * ranking_loss`. Mind the scales:

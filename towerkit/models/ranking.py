@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
 from towerkit.models.mlp import MLP
+from towerkit.models.model import Model
 from towerkit.tasks import Ranking
 
 __all__ = ["RankingModel"]
 
 
 @tf.keras.utils.register_keras_serializable(package="towerkit")
-class RankingModel(tfrs.Model):
+class RankingModel(Model):
     """Scores a (query, candidate) pair with `score_model(concat(query, candidate))`.
 
     With `Ranking("regression")` the output is the predicted rating and the loss the batch-mean

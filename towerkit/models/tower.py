@@ -55,6 +55,10 @@ class Tower(tf.keras.layers.Layer):
         (False: the row's embedding comes from the out-of-vocabulary rows, i.e. a fallback)."""
         return self.features.known_queries(inputs)
 
+    def lookup_ids(self, inputs: Mapping[str, tf.Tensor]) -> dict:
+        """Row indices of the tower's id features (see `FeatureSet.lookup_ids`)."""
+        return self.features.lookup_ids(inputs)
+
     def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         x = self.features(inputs)
         if self.mlp is not None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
+from towerkit.features import INDEX_SUFFIX
+from towerkit.models.model import Model
 from towerkit.tasks import Retrieval
 
 __all__ = ["TwoTowerModel"]
 
 
 @tf.keras.utils.register_keras_serializable(package="towerkit")
-class TwoTowerModel(tfrs.Model):
+class TwoTowerModel(Model):
     """A two-tower retrieval model trained with an in-batch softmax.
 
     Each training example is a (query, positive candidate) pair in one feature dict; the query
@@ -57,6 +58,23 @@ class TwoTowerModel(tfrs.Model):
     def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> dict:
         return {"query_embedding": self.query_model(features, training=training),
                 "candidate_embedding": self.candidate_model(features, training=training)}
+
+    def lookup_ids(self, features: Mapping[str, tf.Tensor]) -> dict:
+        """The batch with both towers' ids replaced by row indices, for the input pipeline.
+
+        `dataset.map(model.lookup_ids)` looks every id up once (cache the result); the raw id
+        features are dropped unless the task reads them (`candidate_id_key`) or a tower has no
+        index for them. Training on the result gives the same numbers as on raw ids.
+        """
+        indices = {}
+        for tower in (self.query_model, self.candidate_model):
+            if hasattr(tower, "lookup_ids"):
+                indices.update(tower.lookup_ids(features))
+        keep = {self.candidate_id_key, self.sample_weight_key}
+        out = {k: v for k, v in features.items()
+               if k in keep or k + INDEX_SUFFIX not in indices}
+        out.update(indices)
+        return out
 
     def _get(self, features: Mapping[str, tf.Tensor], key: Optional[str]):
         if key is None:

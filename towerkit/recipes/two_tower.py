@@ -33,6 +33,8 @@ from towerkit.features import (FeatureSet, IdEmbedding, NormalizedNumeric, TextE
 from towerkit.models import MLP, Tower, TwoTowerModel
 from towerkit.recipes.base import (IndexInputs, Recipe, load_run, register_recipe,
                                    write_run_config)
+from towerkit.recipes.mixed_precision import (check_mixed_precision, float32_layer_config,
+                                              mixed_precision_policy)
 from towerkit.recipes.run_state import epoch_seed, fit_resumable, json_default
 from towerkit.tasks import Retrieval
 
@@ -55,6 +57,7 @@ DEFAULT_PARAMS = {
     "features": "basic", "embedding_dim": 32, "layers": "", "optimizer": "adagrad",
     "learning_rate": 0.1, "batch_size": 8192, "temperature": None, "logq": True,
     "remove_accidental_hits": True, "hard_negatives": None, "train_fraction": 0.8,
+    "mixed_precision": False,
 }
 
 
@@ -210,6 +213,10 @@ class TwoTowerRecipe(Recipe):
                             default=d["hard_negatives"])
         parser.add_argument("--train-fraction", type=check.open_fraction,
                             default=d["train_fraction"])
+        parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
+                            default=d["mixed_precision"],
+                            help="train under the mixed_float16 policy with loss scaling; the "
+                                 "saved towers are float32 (default: off)")
 
     # -- helpers ---------------------------------------------------------------------------
     @staticmethod
@@ -231,6 +238,7 @@ class TwoTowerRecipe(Recipe):
             check.check_float("temperature", params["temperature"], low=0)
         if params["hard_negatives"] is not None:
             check.check_int("hard_negatives", params["hard_negatives"])
+        check_mixed_precision(params["mixed_precision"])
         self._check_dataset(config, params)
 
     @staticmethod
@@ -295,6 +303,25 @@ class TwoTowerRecipe(Recipe):
         tf.keras.utils.set_random_seed(int(config["seed"]))
         data = self.data_class(config)
         train = data.split("train")
+        with mixed_precision_policy(params["mixed_precision"]):
+            query_tower, candidate_tower, history = self._fit(config, params, train, data,
+                                                              run_dir)
+        (run_dir / "query_tower.json").write_text(json.dumps(
+            float32_layer_config(tf.keras.layers.serialize(query_tower)), default=json_default))
+        (run_dir / "candidate_tower.json").write_text(json.dumps(
+            float32_layer_config(tf.keras.layers.serialize(candidate_tower)),
+            default=json_default))
+        tf.train.Checkpoint(query_tower=query_tower, candidate_tower=candidate_tower).write(
+            str(run_dir / "weights" / "towers"))
+        if params["mixed_precision"]:  # evaluate the float32 towers that the run serves
+            query_tower, candidate_tower = self._load_towers(run_dir, data, params)
+        metrics = self._evaluate(query_tower, candidate_tower, data, params, "test")
+        metrics["train_loss"] = float(history["loss"][-1])
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        return metrics
+
+    def _fit(self, config: dict, params: dict, train: dict, data, run_dir: pathlib.Path):
+        """Builds and trains the towers; returns `(query_tower, candidate_tower, history)`."""
         query_tower, candidate_tower = build_towers(params, train, data.candidate_ids,
                                                     data.candidate_titles)
         keys = sorted(set(QUERY_FEATURES[params["features"]])
@@ -313,7 +340,10 @@ class TwoTowerRecipe(Recipe):
                      if params["optimizer"] == "adagrad"
                      else tf.keras.optimizers.Adam(params["learning_rate"]))
         model.compile(optimizer=optimizer)
-        examples = tf.data.Dataset.from_tensor_slices(_tensor_dict(train, keys))
+        # Ids are looked up once here, not in every training step (the towers keep their
+        # lookups for evaluation and serving); the examples then live in memory as tensors.
+        examples = tf.data.Dataset.from_tensor_slices(
+            model.lookup_ids({k: tf.constant(v) for k, v in _tensor_dict(train, keys).items()}))
         num_train, batch_size = len(train["user_id"]), int(params["batch_size"])
 
         def epoch_batches(epoch: int) -> tf.data.Dataset:
@@ -323,17 +353,7 @@ class TwoTowerRecipe(Recipe):
                     .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
         history = fit_resumable(model, epoch_batches, int(config["epochs"]), run_dir, verbose=2)
-
-        (run_dir / "query_tower.json").write_text(json.dumps(
-            tf.keras.layers.serialize(query_tower), default=json_default))
-        (run_dir / "candidate_tower.json").write_text(json.dumps(
-            tf.keras.layers.serialize(candidate_tower), default=json_default))
-        tf.train.Checkpoint(query_tower=query_tower, candidate_tower=candidate_tower).write(
-            str(run_dir / "weights" / "towers"))
-        metrics = self._evaluate(query_tower, candidate_tower, data, params, "test")
-        metrics["train_loss"] = float(history["loss"][-1])
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        return metrics
+        return query_tower, candidate_tower, history
 
     def _evaluate(self, query_tower, candidate_tower, data: _Data, params: dict, split: str,
                   dump_topn: Optional[str] = None) -> dict:

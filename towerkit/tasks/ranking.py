@@ -56,6 +56,8 @@ class Ranking(tfrs.tasks.Ranking):
         """Returns the batch-mean loss; `labels` and `predictions` are `[batch]` or `[batch, 1]`."""
         labels = tf.reshape(tf.cast(labels, tf.float32), [-1, 1])
         predictions = tf.convert_to_tensor(predictions)
+        if predictions.dtype == tf.float16:  # mixed precision: loss and metrics in float32
+            predictions = tf.cast(predictions, tf.float32)
         if predictions.shape.rank not in (1, 2) or (predictions.shape.rank == 2
                                                      and predictions.shape[-1] not in (1, None)):
             raise ValueError(f"Ranking predictions must be [batch] or [batch, 1], got "

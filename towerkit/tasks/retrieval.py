@@ -15,6 +15,7 @@ and the summed loss and its gradients equal the single-device ones on the same g
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional, Sequence
 
 import numpy as np
@@ -213,6 +214,10 @@ class Retrieval(tfrs.tasks.Retrieval):
           compute_metrics: Whether to update the factorized top-K metrics (slow; skip in training).
           compute_batch_metrics: Whether to update the in-batch metrics.
         """
+        # Mixed precision: float16 tower outputs are scored in float32, so the logits, the loss
+        # and the metrics are float32 (TFRS's Retrieval fails on float16 embeddings).
+        query_embeddings = _float32(query_embeddings)
+        candidate_embeddings = _float32(candidate_embeddings)
         if query_embeddings.shape.rank not in (2, 3) or candidate_embeddings.shape.rank != 2:
             raise ValueError(
                 f"Expected query embeddings [batch, dim] (or [batch, heads, dim]) and candidate "
@@ -242,9 +247,10 @@ class Retrieval(tfrs.tasks.Retrieval):
                 tf.convert_to_tensor(candidates), candidate_ids, context)
             if self._remove_accidental_hits:
                 loss_ids = gathered_ids
-        loss = super().call(queries, candidates, sample_weight=sample_weight,
-                            candidate_ids=loss_ids, compute_metrics=False,
-                            compute_batch_metrics=compute_batch_metrics)
+        with _float32_policy():  # TFRS builds its loss layers in call: keep them float32
+            loss = super().call(queries, candidates, sample_weight=sample_weight,
+                                candidate_ids=loss_ids, compute_metrics=False,
+                                compute_batch_metrics=compute_batch_metrics)
         if not compute_metrics or query_embeddings.shape.rank != 2:
             return loss
         batch = tf.shape(query_embeddings)[0]
@@ -275,3 +281,25 @@ class Retrieval(tfrs.tasks.Retrieval):
     def from_config(cls, config: dict) -> "Retrieval":
         config = {k: v for k, v in config.items() if k not in ("trainable", "dtype")}
         return cls(**config)
+
+
+def _float32(embeddings) -> tf.Tensor:
+    """A float16 (mixed precision) tensor cast to float32; others unchanged."""
+    embeddings = tf.convert_to_tensor(embeddings)
+    return tf.cast(embeddings, tf.float32) if embeddings.dtype == tf.float16 else embeddings
+
+
+@contextlib.contextmanager
+def _float32_policy():
+    """The global Keras policy set to float32 inside the block (mixed precision: TFRS creates
+    `RemoveAccidentalHits` & co. during `call`, which would cast their float32 labels to
+    float16 and fail, TFRS issue #498)."""
+    previous = tf.keras.mixed_precision.global_policy()
+    if previous.name == "float32":
+        yield
+        return
+    tf.keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
