@@ -54,8 +54,8 @@ from towerkit.index.brute_force import BruteForce
 from towerkit.index.clustered_index import ClusteredIndex
 from towerkit.models.multi_task_ebr import MultiTaskEBR
 from towerkit.recipes.base import IndexInputs, register_recipe
-from towerkit.recipes.sequential import TOP_N, SequentialRecipe, _dump, _metrics
-from towerkit.towers.sasrec import SASRecTower
+from towerkit.recipes.sasrec import SASRecRecipe
+from towerkit.recipes.sequential import TOP_N, _dump, _metrics
 
 __all__ = ["MultiTaskEBRRecipe", "CLUSTERINGS", "GENRE_NAMES", "item_clusters",
            "diversity_metrics"]
@@ -98,24 +98,16 @@ def diversity_metrics(topn: np.ndarray, clusters: ItemClusters,
 
 
 @register_recipe
-class MultiTaskEBRRecipe(SequentialRecipe):
+class MultiTaskEBRRecipe(SASRecRecipe):
     """`mt_ebr`: per-cluster prompted SASRec tasks, an intent model, quota-merged retrieval."""
 
     name = "mt_ebr"
     default_epochs = 30
+    defaults = DEFAULTS
 
     @classmethod
     def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.set_defaults(batch_size=DEFAULTS["batch_size"],
-                            learning_rate=DEFAULTS["learning_rate"])
-        parser.add_argument("--num-blocks", type=check.positive_int,
-                            default=DEFAULTS["num_blocks"],
-                            help="self-attention blocks (default: %(default)s)")
-        parser.add_argument("--num-heads", type=check.positive_int,
-                            default=DEFAULTS["num_heads"],
-                            help="attention heads; must divide --embedding-dim")
-        parser.add_argument("--dropout", type=check.dropout_rate, default=DEFAULTS["dropout"],
-                            help="dropout in the SASRec encoder (default: %(default)s)")
+        super().add_tower_arguments(parser)  # the SASRec encoder's flags, at mt_ebr's defaults
         parser.add_argument("--clusters", choices=CLUSTERINGS, default=DEFAULTS["clusters"],
                             help="divide the catalogue by first genre or by k-means over "
                                  "co-occurrence item embeddings (default: %(default)s)")
@@ -128,24 +120,10 @@ class MultiTaskEBRRecipe(SequentialRecipe):
         parser.add_argument("--intent-weight", type=float, default=DEFAULTS["intent_weight"],
                             help="weight of the intent cross-entropy (default: %(default)s)")
 
-    @staticmethod
-    def resolve_params(config: dict) -> dict:
-        params = SequentialRecipe.resolve_params({"params": {}})
-        params.update(DEFAULTS)
-        params.update(config.get("params") or {})
-        return SequentialRecipe.resolve_params({"params": params})
-
     def validate_config(self, config: dict) -> None:
-        """The common checks, then the EBR flags: one-line errors before any work."""
+        """The common and SASRec checks, then the EBR flags: one-line errors before any work."""
         super().validate_config(config)
         p = self.resolve_params(config)
-        check.check_int("num_blocks", p["num_blocks"])
-        heads = check.check_int("num_heads", p["num_heads"])
-        if int(p["embedding_dim"]) % heads:
-            raise ValueError(f"--num-heads {heads} must divide --embedding-dim "
-                             f"{p['embedding_dim']}.")
-        check.check_float("dropout", p["dropout"], low=0, high=1, low_open=False,
-                          high_open=True)
         check.check_float("alpha", p["alpha"], low=0, low_open=False)
         check.check_float("intent_weight", p["intent_weight"], low=0, low_open=False)
         if p["clusters"] not in CLUSTERINGS:
@@ -164,12 +142,6 @@ class MultiTaskEBRRecipe(SequentialRecipe):
         if p["separate_candidate_embeddings"]:
             raise ValueError("mt_ebr shares the item table between history and candidates; "
                              "drop --separate-candidate-embeddings.")
-
-    def build_query_tower(self, params, protocol, item_embedding):
-        return SASRecTower(item_embedding, max_length=int(protocol.max_history),
-                           num_blocks=int(params["num_blocks"]),
-                           num_heads=int(params["num_heads"]),
-                           dropout_rate=float(params["dropout"]), name="sasrec")
 
     def build_model(self, params: dict, protocol: SequentialProtocol) -> MultiTaskEBR:
         clusters = item_clusters(params, protocol)

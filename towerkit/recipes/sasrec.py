@@ -48,27 +48,30 @@ class SASRecRecipe(SequentialRecipe):
 
     name = "sasrec"
     default_epochs = 20
+    #: The recipe's own defaults over the common sequence ones (subclasses replace them).
+    defaults = DEFAULTS
 
     @classmethod
     def add_tower_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        defaults = cls.defaults
         parser.add_argument("--num-blocks", type=check.positive_int,
-                            default=DEFAULTS["num_blocks"],
+                            default=defaults["num_blocks"],
                             help="self-attention blocks (default: %(default)s)")
         parser.add_argument("--num-heads", type=check.positive_int,
-                            default=DEFAULTS["num_heads"],
+                            default=defaults["num_heads"],
                             help="attention heads; must divide --embedding-dim "
                                  "(default: %(default)s)")
-        parser.add_argument("--dropout", type=check.dropout_rate, default=DEFAULTS["dropout"],
+        parser.add_argument("--dropout", type=check.dropout_rate, default=defaults["dropout"],
                             help="dropout on the input embeddings and in every block "
                                  "(default: %(default)s)")
-        parser.set_defaults(batch_size=DEFAULTS["batch_size"],
-                            learning_rate=DEFAULTS["learning_rate"])
+        parser.set_defaults(batch_size=defaults["batch_size"],
+                            learning_rate=defaults["learning_rate"])
 
-    @staticmethod
-    def resolve_params(config: dict) -> dict:
-        """The common defaults, then the SASRec ones, then `config["params"]`."""
+    @classmethod
+    def resolve_params(cls, config: dict) -> dict:
+        """The common defaults, then the recipe's (`defaults`), then `config["params"]`."""
         params = SequentialRecipe.resolve_params({"params": {}})
-        params.update(DEFAULTS)
+        params.update(cls.defaults)
         params.update(config.get("params") or {})
         return SequentialRecipe.resolve_params({"params": params})
 
