@@ -102,10 +102,14 @@ def run_local_workers(worker_argv: Sequence[str], num_workers: int,
     log_dir.mkdir(parents=True, exist_ok=True)
     base = dict(os.environ if env is None else env)
     processes, logs = [], []
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:  # not the main thread: Ctrl-C handling only
-        previous = None
+    # SIGTERM and SIGINT both stop every worker, also where SIGINT was inherited as ignored
+    # (a launcher started in the background of a non-interactive shell).
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[signum] = signal.signal(signum, _raise_interrupt)
+        except ValueError:  # not the main thread: no handlers, the caller's Ctrl-C only
+            break
     try:
         for index in range(num_workers):
             worker_env = {**base, "TF_CONFIG": worker_tf_config(ports, index)}
@@ -141,8 +145,8 @@ def run_local_workers(worker_argv: Sequence[str], num_workers: int,
               file=sys.stderr, flush=True)
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if any(p.poll() is None for p in processes):
             _stop(processes)
 
