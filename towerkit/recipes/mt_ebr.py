@@ -55,7 +55,7 @@ from towerkit.index.clustered_index import ClusteredIndex
 from towerkit.models.multi_task_ebr import MultiTaskEBR
 from towerkit.recipes.base import IndexInputs, register_recipe
 from towerkit.recipes.sasrec import SASRecRecipe
-from towerkit.recipes.sequential import TOP_N, _dump, _metrics
+from towerkit.recipes.sequential import TOP_N
 
 __all__ = ["MultiTaskEBRRecipe", "CLUSTERINGS", "GENRE_NAMES", "item_clusters",
            "diversity_metrics"]
@@ -189,15 +189,10 @@ class MultiTaskEBRRecipe(SASRecRecipe):
         _, ids = index(self.query_outputs(model, protocol, split))
         return ids.numpy().astype(np.int64)
 
-    def evaluate(self, run_dir, split: str = "test", dump_topn: Optional[str] = None) -> dict:
-        if split not in ("valid", "test"):
-            raise ValueError(f"split must be 'valid' or 'test' (held-out users), got {split!r}.")
-        _, protocol, model = self.restore(run_dir)
-        topn = self.top_n(model, protocol, split)
-        if dump_topn:
-            _dump(dump_topn, protocol, split, topn)
-        metrics = _metrics(protocol, split, topn)
-        metrics.update(diversity_metrics(topn, model.clusters, protocol.sequences.item_genres))
+    def extra_metrics(self, model: MultiTaskEBR, protocol: SequentialProtocol,
+                      topn: np.ndarray) -> dict:
+        """List diversity (distinct clusters and genres in the top N), K and alpha."""
+        metrics = diversity_metrics(topn, model.clusters, protocol.sequences.item_genres)
         metrics["num_clusters"] = model.num_clusters
         metrics["alpha"] = model.alpha
         return metrics

@@ -456,7 +456,13 @@ class SequentialRecipe(Recipe):
         topn = self.top_n(model, protocol, split)
         if dump_topn:
             _dump(dump_topn, protocol, split, topn)
-        return _metrics(protocol, split, topn)
+        metrics = _metrics(protocol, split, topn)
+        metrics.update(self.extra_metrics(model, protocol, topn))
+        return metrics
+
+    def extra_metrics(self, model, protocol: SequentialProtocol, topn: np.ndarray) -> dict:
+        """Recipe-specific keys `evaluate` adds to the common metrics (none here)."""
+        return {}
 
     def index_inputs(self, run_dir) -> IndexInputs:
         config, protocol, model = self.restore(run_dir)
