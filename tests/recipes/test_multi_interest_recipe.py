@@ -258,10 +258,10 @@ def test_cli_defaults_chosen_on_the_valid_users(model, temperature):
         assert defaults["position_order"] == "recent_first"
         assert vars(parser.parse_args(["--no-cosine-readout"]))["cosine_readout"] is False
     if model == "mind":
-        # The profile whenever the dataset has one (valid users); `--no-user-features` drops it.
+        # The profile whenever the dataset has one (valid users); `--no-profile` drops it.
         assert defaults["user_features"] is None
-        assert vars(parser.parse_args(["--no-user-features"]))["user_features"] is False
-        assert vars(parser.parse_args(["--user-features"]))["user_features"] is True
+        assert vars(parser.parse_args(["--no-profile"]))["user_features"] is False
+        assert vars(parser.parse_args(["--profile"]))["user_features"] is True
 
 
 def test_mind_profile_default_follows_the_dataset_and_old_runs_rebuild_without(protocol):
@@ -278,16 +278,16 @@ def test_mind_profile_default_follows_the_dataset_and_old_runs_rebuild_without(p
         protocol.sequences, user_features={}, user_feature_vocabularies={}))
     assert recipe.build_query_tower({"user_features": None}, no_profile,
                                     items).profile_embedding is None
-    with pytest.raises(ValueError, match="--no-user-features"):
+    with pytest.raises(ValueError, match="--no-profile"):
         recipe.build_query_tower({"user_features": True}, no_profile, items)
 
 
 def test_mind_with_the_user_profile_trains_and_serves_it(protocol, tmp_path, capsys):
-    """`--user-features`: the profile is a serving input; raw values map to the trained codes."""
+    """`--profile`: the profile is a serving input; raw values map to the trained codes."""
     run = tmp_path / "run"
     assert main(["train", "--model", "mind", "--dataset", "movielens/100k-ratings",
                  "--epochs", "1", "--seed", "1", "--out", str(run), "--batch-size", "1024",
-                 "--learning-rate", "0.005", "--embedding-dim", "16", "--user-features"]) == 0
+                 "--learning-rate", "0.005", "--embedding-dim", "16", "--profile"]) == 0
     recipe, _ = load_run(run)
     inputs = recipe.index_inputs(run)
     assert set(inputs.query_signature) == {"history", "history_length", "user_age",

@@ -29,7 +29,7 @@ raw TFDS movie ids, oldest first, padded with `""`; `history_length`, tf.int32 `
 number of real items at the front of `history`. Strings are what clients have; the query model
 maps them to item indices with a `StringLookup` whose out-of-vocabulary index is 0, the padding
 index, so unknown or filtered-out movies are ignored like padding. Items beyond
-`history_length` are ignored too. With `--user-features` (youtube_dnn, mind), the raw profile
+`history_length` are ignored too. With `--profile` (youtube_dnn, mind), the raw profile
 values are inputs as well: `user_age` (TFDS `bucketized_user_age`), `user_gender` (0/1) and
 `user_occupation` (TFDS `user_occupation_label`), int64 `[batch]`; unknown values count as
 missing, so a client without a user's profile sends -1 (or any value outside the vocabulary).
@@ -531,7 +531,7 @@ class YouTubeDNNRecipe(SequentialRecipe):
                             default=YOUTUBE_DNN_OUTPUT_DEFAULT,
                             help="activation of the top layer (the paper draws ReLU; "
                                  "default %(default)s)")
-        parser.add_argument("--user-features", action="store_true",
+        parser.add_argument("--profile", dest="user_features", action="store_true",
                             help="add the user profile (age bucket, gender, occupation) as "
                                  "pooled side features; they become serving inputs")
         parser.add_argument("--genres", action="store_true",
