@@ -20,13 +20,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from towerkit import recipes
+    from towerkit.data import recipe_data
 
     recipe, config = recipes.load_run(args.run_dir)
     metrics = recipe.evaluate(args.run_dir, split=args.split, dump_topn=args.dump_topn)
     if args.json:
         print(json.dumps(metrics, indent=2, sort_keys=True, default=float))
     else:
-        print(f"{config['recipe']} run {args.run_dir} ({config['dataset']}, split {args.split}):")
+        print(f"{config['recipe']} run {args.run_dir} ({recipe_data.describe(config)}, split "
+              f"{args.split}):")
         for name in sorted(metrics):
             value = metrics[name]
             print(f"  {name}: {value:.4f}" if isinstance(value, float) else f"  {name}: {value}")

@@ -177,6 +177,16 @@ def load_columns(config: str = "100k-ratings", data_dir: Optional[str] = None) -
     return _load_columns_cached(_normalise(config), _resolve_data_dir(data_dir))
 
 
+# The recipes read per-interaction columns under the TFDS MovieLens feature names; any other
+# source is mapped onto them here (see `towerkit.data.recipe_data`). Interaction fields:
+FIELD_COLUMNS = {"user": "user_id", "item": "movie_id", "timestamp": "timestamp",
+                 "rating": "user_rating"}
+# Feature-table roles (the column names a caller's tables use) -> TFDS feature names.
+ITEM_ROLE_COLUMNS = {"title": "movie_title", "genres": "movie_genres"}
+USER_ROLE_COLUMNS = {"age": "raw_user_age", "age_bucket": "bucketized_user_age",
+                     "gender": "user_gender", "occupation": "user_occupation_label",
+                     "zip_code": "user_zip_code"}
+
 # TFDS user profile columns -> names of the user feature table of `interactions`.
 _USER_PROFILE = {"bucketized_user_age": "user_age", "user_gender": "user_gender",
                  "user_occupation_label": "user_occupation"}

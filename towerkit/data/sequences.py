@@ -42,13 +42,26 @@ _PROFILE_COLUMNS = {
 }
 
 
-def _numeric_ids(values: np.ndarray, name: str) -> np.ndarray:
+def _id_keys(values: np.ndarray, name: str) -> tuple:
+    """Sortable int64 keys of ids and the id of each key.
+
+    Decimal ids (TFDS MovieLens's, or integer columns) sort numerically, as integers; any
+    other strings sort as bytes. Returns `(keys [n] int64, id_of: key -> bytes)`.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64), lambda k: str(int(k)).encode()
+    as_bytes = values.astype(bytes)
     try:
-        return np.array([int(v) for v in values], dtype=np.int64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(
-            f"{name} values must be numeric strings such as b'357' (as in TFDS MovieLens); "
-            f"got {values[:3]!r}. Fix: pass the TFDS MovieLens columns unchanged.") from e
+        keys = np.array([int(v) for v in as_bytes], dtype=np.int64)
+        if all(str(k).encode() == v for k, v in zip(keys.tolist(), as_bytes.tolist())):  # no '007'
+            return keys, lambda k: str(int(k)).encode()
+    except ValueError:
+        pass
+    if not len(as_bytes):
+        raise ValueError(f"{name} is empty.")
+    vocab, keys = np.unique(as_bytes, return_inverse=True)
+    return keys.astype(np.int64), lambda k: vocab[int(k)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +69,7 @@ class UserSequences:
     """Time-ordered item sequences of every kept user, stored flat (CSR style).
 
     Attributes:
-      user_ids: np.ndarray `[num_users]` bytes. TFDS `user_id`s, sorted numerically; the user
+      user_ids: np.ndarray `[num_users]` bytes. User ids, sorted (decimal ids numerically); the user
         index used everywhere below is the position in this array.
       item_ids: np.ndarray `[num_items + 1]` bytes. TFDS `movie_id` of each item index;
         `item_ids[0] == b""` is padding.
@@ -138,7 +151,7 @@ def build_user_sequences(columns: Mapping[str, np.ndarray], min_item_interaction
     fewer than `min_user_interactions` remaining ratings (one pass each, in that order).
 
     Args:
-      columns: dict of NumPy columns with at least `user_id`, `movie_id` (numeric byte strings)
+      columns: dict of NumPy columns with at least `user_id`, `movie_id` (byte strings)
         and `timestamp`; profile columns, `movie_genres` and `movie_title` are used if present.
       min_item_interactions: int. Minimum ratings an item needs to be kept.
       min_user_interactions: int. Minimum remaining ratings a user needs to be kept.
@@ -147,8 +160,8 @@ def build_user_sequences(columns: Mapping[str, np.ndarray], min_item_interaction
       The `UserSequences`.
 
     Raises:
-      ValueError: a required column is missing, columns have different lengths, ids are not
-        numeric, or nothing survives the filters.
+      ValueError: a required column is missing, columns have different lengths, or nothing
+        survives the filters.
     """
     required = ("user_id", "movie_id", "timestamp")
     missing = [c for c in required if c not in columns]
@@ -163,8 +176,8 @@ def build_user_sequences(columns: Mapping[str, np.ndarray], min_item_interaction
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
 
-    users = _numeric_ids(columns["user_id"], "user_id")
-    movies = _numeric_ids(columns["movie_id"], "movie_id")
+    users, user_name = _id_keys(columns["user_id"], "user_id")
+    movies, movie_name = _id_keys(columns["movie_id"], "movie_id")
     times = np.asarray(columns["timestamp"], dtype=np.int64)
     rows = np.arange(n)
 
@@ -191,7 +204,7 @@ def build_user_sequences(columns: Mapping[str, np.ndarray], min_item_interaction
 
     item_ids = np.empty(len(movie_uniq) + 1, dtype=object)
     item_ids[0] = b""
-    item_ids[1:] = [str(m).encode() for m in movie_uniq]
+    item_ids[1:] = [movie_name(m) for m in movie_uniq]
     item_counts = np.concatenate([[0], movie_counts]).astype(np.int64)
     first_row_of_item = np.zeros(len(item_ids), dtype=np.int64)
     first_row_of_item[items[::-1]] = rows[::-1]  # any row of the item will do
@@ -218,7 +231,7 @@ def build_user_sequences(columns: Mapping[str, np.ndarray], min_item_interaction
         item_titles[0] = b""
 
     return UserSequences(
-        user_ids=np.array([str(u).encode() for u in user_uniq], dtype=object),
+        user_ids=np.array([user_name(u) for u in user_uniq], dtype=object),
         item_ids=item_ids, items=items, timestamps=times, offsets=offsets,
         item_counts=item_counts, user_features=user_features,
         user_feature_vocabularies=vocabularies, item_genres=item_genres,

@@ -21,13 +21,15 @@ Example:
 
 from __future__ import annotations
 
+import json
 import functools
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from towerkit.data.sequences import (EvalSplit, UserSequences, load_user_sequences,
+from towerkit.data.sequences import (EvalSplit, UserSequences, build_user_sequences,
+                                     load_user_sequences,
                                      make_eval_split, make_training_examples)
 
 __all__ = ["SequentialProtocol", "SPLITS"]
@@ -103,6 +105,25 @@ class SequentialProtocol:
         key = tuple(sorted({**defaults, **kwargs}.items()))
         return _cached_protocol(config, data_dir, key)
 
+    @classmethod
+    def from_run_config(cls, config: dict, **kwargs) -> "SequentialProtocol":
+        """The protocol of a run config's data, tfds or the caller's files (cached per
+        process); `kwargs` as in `from_tfds`."""
+        from towerkit.data import recipe_data  # pylint: disable=import-outside-toplevel
+
+        if not recipe_data.is_file_data(config):
+            name = recipe_data._tfds_name(config)  # pylint: disable=protected-access
+            return cls.from_tfds(name, data_dir=config.get("data_dir"), **kwargs)
+        defaults = {"max_history": 20, "split_seed": 1230, "train_fraction": 0.8,
+                    "valid_fraction": 0.1, "history_fraction": 0.8,
+                    "min_item_interactions": 5, "min_user_interactions": 5}
+        unknown = set(kwargs) - set(defaults)
+        if unknown:
+            raise TypeError(f"Unknown protocol argument(s) {sorted(unknown)}; expected some of "
+                            f"{sorted(defaults)}.")
+        key = tuple(sorted({**defaults, **kwargs}.items()))
+        return _cached_file_protocol(json.dumps(config["data"], sort_keys=True), key)
+
     @property
     def num_items(self) -> int:
         return self.sequences.num_items
@@ -175,3 +196,17 @@ def _cached_protocol(config, data_dir, kwargs):
     seq_kwargs = {k: kwargs.pop(k) for k in ("min_item_interactions", "min_user_interactions")
                   if k in kwargs}
     return SequentialProtocol(load_user_sequences(config, data_dir, **seq_kwargs), **kwargs)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_file_protocol(spec_json, kwargs):
+    from towerkit.data import recipe_data  # pylint: disable=import-outside-toplevel
+
+    kwargs = dict(kwargs)
+    seq_kwargs = {k: kwargs.pop(k) for k in ("min_item_interactions", "min_user_interactions")
+                  if k in kwargs}
+    columns = recipe_data.rating_columns({"data": json.loads(spec_json)})
+    if "timestamp" not in columns:
+        raise ValueError("The sequential recipes order each user's items by time: pass "
+                         "--time-column C (the log's event-time column).")
+    return SequentialProtocol(build_user_sequences(columns, **seq_kwargs), **kwargs)

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Optional, Union
 import numpy as np
 import tensorflow as tf
 
+from towerkit.data import recipe_data
 from towerkit.recipes import run_state
 
 __all__ = [
@@ -139,9 +140,15 @@ class Recipe(abc.ABC):
         missing = [k for k in RUN_KEYS if k not in config]
         if missing:
             raise ValueError(f"Run config lacks {missing}; build it with make_run_config().")
-        if not isinstance(config["dataset"], str) or not config["dataset"]:
-            raise ValueError(f"dataset must be a TFDS name such as 'movielens/100k-ratings', "
-                             f"got {config['dataset']!r}.")
+        if config.get("data") is not None:
+            recipe_data.check_data(config["data"])
+            if config["dataset"] is not None:
+                raise ValueError("A run config names its data once: a tfds 'dataset' or your "
+                                 "own files in 'data', not both.")
+        elif not isinstance(config["dataset"], str) or not config["dataset"]:
+            raise ValueError(f"dataset must be a TFDS name such as 'movielens/100k-ratings' "
+                             f"(or pass your own files as data=file_data(...)), got "
+                             f"{config['dataset']!r}.")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -229,11 +236,25 @@ def get_recipe(name: str) -> type:
             " (towerkit.recipes imports the recipe modules that register them).") from None
 
 
-def make_run_config(recipe: str, dataset: str, data_dir: Optional[PathLike] = None,
-                    seed: int = 42, epochs: Optional[int] = None,
-                    params: Optional[dict] = None) -> dict:
-    """Builds a `run.json` config; `epochs=None` takes the recipe's `default_epochs`."""
+def make_run_config(recipe: str, dataset: Optional[str] = None,
+                    data_dir: Optional[PathLike] = None, seed: int = 42,
+                    epochs: Optional[int] = None, params: Optional[dict] = None,
+                    data: Optional[dict] = None) -> dict:
+    """Builds a `run.json` config; `epochs=None` takes the recipe's `default_epochs`.
+
+    The data is either `dataset` (a tfds name such as `movielens/100k-ratings`, read from
+    `data_dir`) or `data`, the caller's own files (`towerkit.data.recipe_data.file_data`).
+    """
     from towerkit import __version__
+
+    if (dataset is None) == (data is None):
+        raise ValueError("Pass the run's data once: dataset='movielens/100k-ratings' (tfds) or "
+                         "data=file_data(PATH, user=..., item=...) (your own files).")
+    if data is not None:
+        recipe_data.check_data(data)
+        if data_dir is not None:
+            raise ValueError("data_dir is the tfds data dir; a run on your own files (data=...) "
+                             "does not use it.")
 
     recipe_cls = get_recipe(recipe)
     if epochs is None:
@@ -250,6 +271,7 @@ def make_run_config(recipe: str, dataset: str, data_dir: Optional[PathLike] = No
         "epochs": epochs,
         "params": dict(params or {}),
         "towerkit_version": __version__,
+        **({"data": dict(data)} if data is not None else {}),
     }
 
 

@@ -40,7 +40,7 @@ from typing import ClassVar, Optional
 import numpy as np
 import tensorflow as tf
 
-from towerkit.data import load_columns
+from towerkit.data import recipe_data
 from towerkit.data.exposures import MultiTaskExposures, build_exposures
 from towerkit.evaluation import GateStatistics, StreamingAUC
 from towerkit.features import AttributeEmbedding, FeatureSet, TimestampEmbedding
@@ -57,6 +57,9 @@ __all__ = ["MultiTaskRankingRecipe", "RankerInputs", "build_features", "REQUEST_
 #: Per-request features a served ranker takes (besides the candidate ids).
 REQUEST_FEATURES = {"user_id": tf.string, "timestamp": tf.int64}
 CANDIDATE_FEATURE = "movie_id"
+# The rating columns the exposures and the shared features read.
+NEEDED_COLUMNS = ("user_id", "movie_id", "timestamp", "user_rating", "user_gender",
+                  "user_occupation_label", "raw_user_age", "user_zip_code", "movie_genres")
 _AGE_BINS = (18, 25, 35, 45, 50, 56)
 
 DEFAULT_PARAMS = {
@@ -215,11 +218,9 @@ class MultiTaskRankingRecipe(Recipe):
 
     @staticmethod
     def load_data(config: dict) -> tuple:
-        dataset = config["dataset"]
-        name = dataset.split("/", 1)[1] if dataset.startswith("movielens/") else dataset
         params = MultiTaskRankingRecipe.params(config)
-        ratings = load_columns(name, data_dir=config.get("data_dir"))
-        data = build_exposures(name, negatives_per_rating=float(params["negatives_per_rating"]),
+        ratings = recipe_data.rating_columns(config)
+        data = build_exposures(negatives_per_rating=float(params["negatives_per_rating"]),
                                seed=int(params["data_seed"]), columns=ratings)
         return data, ratings
 
@@ -290,11 +291,12 @@ class MultiTaskRankingRecipe(Recipe):
                           low_open=False)
         for task, weight in _loss_weights(params["loss_weights"]).items():
             check.check_float(f"loss weight of {task}", weight, low=0, low_open=False)
-        dataset = config["dataset"]
-        if not (dataset.startswith("movielens/") and dataset.endswith("-ratings")):
-            raise ValueError(f"The {self.name} recipe ranks MovieLens exposures; use a ratings "
-                             f"config such as 'movielens/100k-ratings', got --dataset "
-                             f"{dataset!r}.")
+        missing = sorted(set(NEEDED_COLUMNS) - recipe_data.column_names(config))
+        if missing:
+            raise ValueError(f"The {self.name} recipe ranks exposures built from rated "
+                             f"interactions with user profiles and item genres; "
+                             f"{recipe_data.describe(config)} lacks {missing}: "
+                             + recipe_data.missing_fix(config, missing) + ".")
 
     # -- contract ----------------------------------------------------------------------------
     def train(self, config: dict, run_dir: pathlib.Path) -> dict:

@@ -55,6 +55,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from towerkit.data import recipe_data
 from towerkit.data.sequential_protocol import SequentialProtocol
 from towerkit.evaluation import evaluate_topn, popularity_topn, top_n_items
 from towerkit import _validation as check
@@ -78,18 +79,19 @@ LOSSES = ("full", "sampled", "inbatch")
 
 
 def load_protocol(config: dict) -> SequentialProtocol:
-    """The protocol of a run config (cached per process)."""
-    dataset = config["dataset"]
-    name = dataset.split("/", 1)[1] if dataset.startswith("movielens/") else dataset
-    return SequentialProtocol.from_tfds(name, data_dir=config.get("data_dir"),
-                                        max_history=int(config["params"].get("max_history", 20)))
+    """The protocol of a run config, tfds or the caller's files (cached per process)."""
+    return SequentialProtocol.from_run_config(
+        config, max_history=int(config["params"].get("max_history", 20)))
 
 
 def _check_movielens(config: dict) -> None:
-    dataset = config["dataset"]
-    if not (dataset.startswith("movielens/") and dataset.endswith("-ratings")):
-        raise ValueError(f"The sequential recipes train on a MovieLens ratings config such as "
-                         f"'movielens/1m-ratings'; got --dataset {dataset!r}.")
+    """An interaction log with event times: a tfds ratings config or files with a time column."""
+    if recipe_data.is_file_data(config):
+        if "time" not in config["data"]["columns"]:
+            raise ValueError(f"The {config['recipe']} recipe orders each user's items by time: "
+                             "pass --time-column C (the log's event-time column).")
+        return
+    recipe_data._tfds_name(config)  # pylint: disable=protected-access
 
 
 def tower_user_features(tower) -> set:
@@ -351,7 +353,8 @@ class SequentialRecipe(Recipe):
         attributes = {}
         if params.get("genres"):
             if protocol.sequences.item_genres is None:
-                raise ValueError("--genres needs a MovieLens config with movie_genres.")
+                raise ValueError("--genres needs item genres: a MovieLens config with "
+                                 "movie_genres, or --item-features with a genres column.")
             attributes["genres"] = protocol.sequences.item_genres
         model = SequentialRetrievalModel(tower, candidates, self.build_task(params, protocol),
                                          l2_normalize=bool(params["l2_normalize"]),

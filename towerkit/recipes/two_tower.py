@@ -26,7 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from towerkit import _validation as check
-from towerkit.data import (Vocabulary, feature_names, load_columns, take_rows,
+from towerkit.data import recipe_data
+from towerkit.data import (Vocabulary, take_rows,
                            tfrs_tutorial_split)
 from towerkit.features import (FeatureSet, IdEmbedding, NormalizedNumeric, TextEmbedding,
                                TimestampEmbedding)
@@ -124,15 +125,15 @@ class _Data:
     """Columns, split and candidate catalogue of a run (deterministic in the run config)."""
 
     def __init__(self, config: dict):
-        dataset = config["dataset"]
-        name = dataset.split("/", 1)[1] if dataset.startswith("movielens/") else dataset
-        self.columns = load_columns(name, data_dir=config.get("data_dir"))
+        self.columns = recipe_data.rating_columns(config)
         n = len(self.columns["user_id"])
         train_size = int(round(n * float(config["params"].get("train_fraction", 0.8))))
         self.train_idx, self.test_idx = tfrs_tutorial_split(n, train_size, seed=config["seed"])
         ids = _column(self.columns, CANDIDATE_ID)
         self.candidate_ids, first = np.unique(ids, return_index=True)
-        self.candidate_titles = _column(self.columns, TITLE)[first]
+        # Titles identify candidates in the index; a log without them uses the ids.
+        titles = _column(self.columns, TITLE) if TITLE in self.columns else ids
+        self.candidate_titles = titles[first]
 
     def split(self, name: str) -> dict:
         if name not in ("train", "test"):
@@ -258,18 +259,17 @@ class TwoTowerRecipe(Recipe):
                           high_open=True)
 
     def _check_dataset(self, config: dict, params: dict, extra_columns=()) -> None:
-        """A MovieLens ratings config with every column the features (and `extra_columns`) read."""
-        dataset = config["dataset"]
-        if not (dataset.startswith("movielens/") and dataset.endswith("-ratings")):
-            raise ValueError(f"The {self.name} recipe trains on a MovieLens ratings config such "
-                             f"as 'movielens/100k-ratings'; got --dataset {dataset!r}.")
-        needed = (set(QUERY_FEATURES[params["features"]]) | {CANDIDATE_ID, TITLE}
-                  | set(extra_columns))
-        missing = sorted(needed - set(feature_names(dataset, config.get("data_dir"))))
+        """A ratings log (tfds MovieLens or files) with every column the features (and
+        `extra_columns`) read."""
+        needed = set(QUERY_FEATURES[params["features"]]) | {CANDIDATE_ID} | set(extra_columns)
+        if params["features"] != "basic":
+            needed.add(TITLE)
+        missing = sorted(needed - recipe_data.column_names(config))
         if missing:
-            raise ValueError(f"--features {params['features']} needs the columns {missing}, "
-                             f"which {dataset} lacks; use --features basic or "
-                             "movielens/100k-ratings.")
+            raise ValueError(f"The {self.name} recipe with --features {params['features']} "
+                             f"needs the columns {missing}, which "
+                             f"{recipe_data.describe(config)} lacks; use --features basic or "
+                             + recipe_data.missing_fix(config, missing) + ".")
 
     def _load_towers(self, run_dir: pathlib.Path, data: _Data, params: dict) -> tuple:
         run_dir = pathlib.Path(run_dir)
