@@ -27,19 +27,48 @@ from towerkit.recipes.run_state import DEFAULT_CHECKPOINT_EVERY
 
 # main.py passes flags it does not know (the recipe's) through as `args.extra`.
 ACCEPTS_EXTRA = True
+DEFAULT_DATASET = "movielens/100k-ratings"
+# The own-data flags: (flag, attribute).
+DATA_FLAGS = (("--data", "data"), ("--data-format", "data_format"),
+              ("--user-column", "user_column"), ("--item-column", "item_column"),
+              ("--time-column", "time_column"), ("--rating-column", "rating_column"),
+              ("--item-features", "item_features"), ("--item-key", "item_key"),
+              ("--user-features", "user_features"), ("--user-key", "user_key"))
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train", add_help=False, help="train a recipe and save the run",
-        description="Train a registered recipe on a TFDS dataset and save the run directory.")
+        description="Train a registered recipe on a TFDS dataset (--dataset) or your own "
+                    "interaction log (--data) and save the run directory.")
     parser.add_argument("-h", "--help", action="store_true", help="show this help (with --model: "
                         "also the recipe's flags) and exit")
     parser.add_argument("--model", help="recipe name, e.g. two_tower")
-    parser.add_argument("--dataset", default="movielens/100k-ratings",
-                        help="TFDS dataset (default: %(default)s)")
+    parser.add_argument("--dataset", default=None,
+                        help=f"TFDS dataset (default without --data: {DEFAULT_DATASET})")
     parser.add_argument("--data-dir", default=None,
                         help="TFDS data dir (default: $TFDS_DATA_DIR, then tfds' default)")
+    own = parser.add_argument_group(
+        "your own data", "train on an interaction log in files instead of --dataset; feature "
+        "tables name their columns by role (items: title, genres; users: age, age_bucket, "
+        "gender, occupation, zip_code), see towerkit.data.recipe_data")
+    own.add_argument("--data", metavar="PATH", default=None,
+                     help="interaction log: CSV/TSV, Parquet or TFRecord file, directory or glob")
+    own.add_argument("--data-format", choices=("csv", "parquet", "tfrecord"), default=None,
+                     help="format of --data (default: from the extension)")
+    own.add_argument("--user-column", metavar="C", help="user id column of --data")
+    own.add_argument("--item-column", metavar="C", help="item id column of --data")
+    own.add_argument("--time-column", metavar="C",
+                     help="event time column (integers or datetimes; the sequential recipes "
+                          "need it)")
+    own.add_argument("--rating-column", metavar="C",
+                     help="explicit rating column (the multi-task rankers need it)")
+    own.add_argument("--item-features", metavar="PATH", help="item feature table (CSV/Parquet)")
+    own.add_argument("--item-key", metavar="C",
+                     help="item id column of --item-features (default: --item-column)")
+    own.add_argument("--user-features", metavar="PATH", help="user feature table (CSV/Parquet)")
+    own.add_argument("--user-key", metavar="C",
+                     help="user id column of --user-features (default: --user-column)")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help="training epochs (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
@@ -103,8 +132,11 @@ def run(args: argparse.Namespace) -> int:
         args._parser.error(str(e))
     params = vars(recipe_parser(recipe_cls).parse_args(args.extra))
     try:
-        config = recipes.make_run_config(args.model, args.dataset, data_dir=args.data_dir,
-                                         seed=args.seed, epochs=args.epochs, params=params)
+        data = _data_spec(args)
+        dataset = None if data is not None else (args.dataset or DEFAULT_DATASET)
+        config = recipes.make_run_config(args.model, dataset, data_dir=args.data_dir,
+                                         seed=args.seed, epochs=args.epochs, params=params,
+                                         data=data)
     except (TypeError, ValueError) as e:
         args._parser.error(str(e))
     if args.distribute or args.negatives:
@@ -120,16 +152,41 @@ def run(args: argparse.Namespace) -> int:
     return _report(run_dir, metrics) if dist.is_chief(strategy) else 0
 
 
+def _data_spec(args: argparse.Namespace):
+    """The run config's `data` entry from the own-data flags (None without --data)."""
+    from towerkit.data.recipe_data import file_data
+
+    given = [flag for flag, attr in DATA_FLAGS if getattr(args, attr) is not None]
+    if args.data is None:
+        if given:
+            raise ValueError(f"{' '.join(given)} describe your own data; add --data PATH (the "
+                             "interaction log) or drop them.")
+        return None
+    if args.dataset is not None or args.data_dir is not None:
+        raise ValueError("--data trains on your own files; drop --dataset/--data-dir (they "
+                         "name a tfds dataset).")
+    missing = [f for f, v in (("--user-column", args.user_column),
+                              ("--item-column", args.item_column)) if v is None]
+    if missing:
+        raise ValueError(f"--data needs {' and '.join(missing)} (which columns hold the user "
+                         "and item ids).")
+    return file_data(args.data, user=args.user_column, item=args.item_column,
+                     time=args.time_column, rating=args.rating_column,
+                     user_features=args.user_features, user_key=args.user_key,
+                     item_features=args.item_features, item_key=args.item_key,
+                     format=args.data_format)
+
+
 def _worker_argv(args: argparse.Namespace) -> list:
     """The `train` arguments of each worker of `--local-workers`: these flags, no launcher."""
     argv = ["train", "--distribute", "multi-worker"]
     if args.resume:
         argv += ["--resume", str(args.resume)]
     else:
-        argv += ["--model", args.model, "--dataset", args.dataset, "--seed", str(args.seed),
-                 "--out", str(args.out)]
-        for flag, value in (("--data-dir", args.data_dir), ("--epochs", args.epochs),
-                            ("--negatives", args.negatives)):
+        argv += ["--model", args.model, "--seed", str(args.seed), "--out", str(args.out)]
+        for flag, value in (("--dataset", args.dataset), ("--data-dir", args.data_dir),
+                            ("--epochs", args.epochs), ("--negatives", args.negatives),
+                            *((flag, getattr(args, attr)) for flag, attr in DATA_FLAGS)):
             if value is not None:
                 argv += [flag, str(value)]
         if args.overwrite:
@@ -160,7 +217,9 @@ def _resume(args: argparse.Namespace) -> int:
     given = [flag for flag, value in (("--model", args.model), ("--out", args.out),
                                       ("--epochs", args.epochs), ("--data-dir", args.data_dir),
                                       ("--overwrite", args.overwrite),
-                                      ("--negatives", args.negatives)) if value]
+                                      ("--negatives", args.negatives), ("--dataset", args.dataset),
+                                      *((flag, getattr(args, attr))
+                                        for flag, attr in DATA_FLAGS)) if value]
     if given or args.extra:
         args._parser.error(f"--resume RUN continues a run with the config it was started with; "
                            f"drop {' '.join(given + list(args.extra))}.")
