@@ -13,10 +13,13 @@ from towerkit.models.multi_task_ebr import MultiTaskEBR
 from towerkit.models.multitask import MultiTaskModel
 from towerkit.models.ple import PLE
 from towerkit.models.ranking import RankingModel
+from towerkit.models.sequential_retrieval import (MultiInterestRetrievalModel,
+                                                 SequentialRetrievalModel, ServingQueryModel)
 from towerkit.models.shared_bottom import SharedBottom
 from towerkit.models.tower import Tower
 from towerkit.models.two_tower import TwoTowerModel
 
 __all__ = ["AITM", "AugmentedTower", "CGC", "DualAugmentedTwoTowerModel", "ESMM", "MLP", "MMoE",
-           "Model", "MultiTaskEBR", "MultiTaskModel", "MultiTaskRanker", "PLE", "RankingModel", "SharedBottom", "TASKS",
-           "TASK_LABELS", "Tower", "TwoTowerModel"]
+           "Model", "MultiInterestRetrievalModel", "MultiTaskEBR", "MultiTaskModel",
+           "MultiTaskRanker", "PLE", "RankingModel", "SequentialRetrievalModel",
+           "ServingQueryModel", "SharedBottom", "TASKS", "TASK_LABELS", "Tower", "TwoTowerModel"]

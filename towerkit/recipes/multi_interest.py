@@ -32,11 +32,11 @@ from towerkit.index.controllable_aggregation import ControllableAggregation
 from towerkit.layers.capsule_routing import CapsuleRouting, coupling_statistics
 from towerkit.layers.label_aware_attention import LabelAwareAttention
 from towerkit.layers.profile_embedding import ProfileEmbedding
+from towerkit.models.sequential_retrieval import MultiInterestRetrievalModel
 from towerkit.recipes.base import register_recipe
 from towerkit.recipes.best_epoch import BestEpoch
 from towerkit.recipes.sequential import (TOP_N, SequentialRecipe, SequentialRetrievalModel,
                                          _dump, _metrics)
-from towerkit.tasks.sampled_softmax import SampledSoftmax
 from towerkit.towers.comirec_dr import DEFAULT_STDDEV as DR_DEFAULT_STDDEV
 from towerkit.towers.comirec_dr import ComiRecDR
 from towerkit.towers.comirec_sa import READOUT_SOURCES, ComiRecSA
@@ -46,25 +46,6 @@ from towerkit.towers.mind import MIND
 __all__ = ["MultiInterestRecipe", "MultiInterestRetrievalModel", "MINDRecipe",
            "ComiRecDRRecipe", "ComiRecSARecipe", "BestEpoch", "interest_diagnostics",
            "list_diversity"]  # BestEpoch: re-exported from towerkit.recipes.best_epoch
-
-
-class MultiInterestRetrievalModel(SequentialRetrievalModel):
-    """`SequentialRetrievalModel` trained through the tower's label-aware readout.
-
-    `query` returns the interests `[batch, num_interests, dim]` (retrieval); `compute_loss`
-    reads one vector per target with `query_tower.training_vector` and feeds it to the task.
-    """
-
-    def compute_loss(self, features, training: bool = False) -> tf.Tensor:
-        table = self.candidates()
-        target = tf.cast(features["target"], tf.int64)
-        target_embeddings = tf.gather(table, target)
-        q = self.query_tower.training_vector(features, target_embeddings, training=training)
-        if self.l2_normalize:
-            q = tf.math.l2_normalize(q, axis=-1)
-        if isinstance(self.task, SampledSoftmax):
-            return self.task(q, target, table)
-        return self.task(q, target_embeddings, candidate_ids=target, compute_metrics=False)
 
 
 def _batches(inputs, batch_size: int):
