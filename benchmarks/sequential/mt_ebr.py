@@ -9,7 +9,7 @@ the top 50; for `sasrec` over the same first-genre clusters). Then, without retr
 test users, and valid users for choosing alpha).
 
 Usage (the committed results; `--plot-only` redraws the figure from the JSON):
-  python benchmarks/sequential/mt_ebr.py --seeds 0 1 2 --epochs 4 \
+  python benchmarks/sequential/mt_ebr.py --seeds 0 1 2 --epochs 20 \
       --out benchmarks/sequential/mt_ebr_results.json
   python benchmarks/sequential/mt_ebr.py --plot-only --out benchmarks/sequential/mt_ebr_results.json
 """
