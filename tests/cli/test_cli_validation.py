@@ -52,12 +52,12 @@ def test_flag_ranges_are_checked_by_the_parser(argv, message, capsys, tmp_path):
 
 
 def test_rich_features_on_a_config_without_profile_columns(tmp_path, capsys):
-    # movielens/1m-ratings has no raw_user_age: refused from TFDS metadata, before loading.
+    # movielens/1m-ratings has no user_age: refused from TFDS metadata, before loading.
     argv = [*TRAIN, "--out", str(tmp_path / "run"), "--dataset", "movielens/1m-ratings",
             "--features", "rich"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert "--features rich needs the columns ['raw_user_age']" in err
+    assert "--features rich needs the columns ['user_age']" in err
     assert "use --features basic" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
 

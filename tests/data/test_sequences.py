@@ -11,7 +11,7 @@ def _columns(rows):
     """rows: (user, movie, timestamp) tuples -> TFDS-like columns."""
     users, movies, times = zip(*rows)
     return {"user_id": np.array([str(u).encode() for u in users], dtype=object),
-            "movie_id": np.array([str(m).encode() for m in movies], dtype=object),
+            "item_id": np.array([str(m).encode() for m in movies], dtype=object),
             "timestamp": np.array(times, dtype=np.int64)}
 
 
@@ -82,11 +82,31 @@ def test_eval_split_history_and_ground_truth():
 
 @pytest.mark.parametrize("bad, match", [
     ({"user_id": np.array([b"1"], dtype=object)}, "lack"),
-    (dict(_columns([(1, "x", 1)])), "numeric"),
+    ({"user_id": np.array([b"1"], dtype=object), "item_id": np.array([b"1", b"2"], dtype=object),
+      "timestamp": np.array([1, 2])}, "same length"),
 ])
 def test_bad_columns(bad, match):
     with pytest.raises(ValueError, match=match):
         seqlib.build_user_sequences(bad)
+
+
+def test_decimal_ids_sort_numerically_other_ids_as_strings():
+    # Users 12 < 100 numerically (b"100" < b"12" as strings); the same log with string ids.
+    rows = [(12, 7, 1), (12, 30, 2), (100, 7, 3), (100, 30, 4)]
+    numeric = seqlib.build_user_sequences(_columns(rows), 1, 1)
+    assert list(numeric.user_ids) == [b"12", b"100"]
+    # Equal counts: items tie-break by id, numerically (7 before 30).
+    assert list(numeric.item_ids) == [b"", b"7", b"30"]
+    named = seqlib.build_user_sequences(_columns([(f"u{u}", f"i{m}", t) for u, m, t in rows]),
+                                        1, 1)
+    assert list(named.user_ids) == [b"u100", b"u12"]
+    assert list(named.item_ids) == [b"", b"i30", b"i7"]
+    # Leading zeros are not numbers: b"007" stays itself (and sorts as a string).
+    padded = seqlib.build_user_sequences(_columns([("007", 1, 1), ("7", 1, 2)]), 1, 1)
+    assert list(padded.user_ids) == [b"007", b"7"]
+    # Each user's time order is the same however the ids are spelled.
+    assert list(numeric.item_ids[numeric.sequence(0)]) == [b"7", b"30"]
+    assert list(named.item_ids[named.sequence(1)]) == [b"i7", b"i30"]
 
 
 def test_bad_arguments():

@@ -134,14 +134,14 @@ def test_as_the_retrieval_task_metric_in_evaluate():
     rng = np.random.default_rng(3)
     users, movies = [str(i) for i in range(40)], [str(i) for i in range(60)]
     data = {"user_id": rng.choice(users, 600).astype(bytes),
-            "movie_id": rng.choice(movies, 600).astype(bytes)}
+            "item_id": rng.choice(movies, 600).astype(bytes)}
     corpus = tf.data.Dataset.from_tensor_slices(np.array(movies, dtype=bytes)).batch(16)
     results = []
     for metric_class in (FactorizedTopK, tfrs.metrics.FactorizedTopK):
         tf.keras.utils.set_random_seed(0)
         query = Tower(FeatureSet({"user_id": IdEmbedding(users, 8)}))
-        candidate = Tower(FeatureSet({"movie_id": IdEmbedding(movies, 8)}))
-        metric = metric_class(candidates=corpus.map(lambda m: candidate({"movie_id": m})),
+        candidate = Tower(FeatureSet({"item_id": IdEmbedding(movies, 8)}))
+        metric = metric_class(candidates=corpus.map(lambda m: candidate({"item_id": m})),
                               ks=(1, 5, 10))
         model = TwoTowerModel(query, candidate, Retrieval(metrics=metric))
         model.compile(tf.keras.optimizers.Adagrad(0.5))

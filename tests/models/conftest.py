@@ -15,7 +15,7 @@ def make_features():
     return FeatureSet({
         "user_id": AttributeEmbedding(users, [[1 + i % 3] for i in range(20)], 4, dim=4,
                                       id_dim=4),
-        "movie_id": AttributeEmbedding(movies, [[1 + i % 5, 6] for i in range(30)], 7, dim=4,
+        "item_id": AttributeEmbedding(movies, [[1 + i % 5, 6] for i in range(30)], 7, dim=4,
                                        id_dim=4),
     })
 
@@ -25,7 +25,7 @@ def make_batch(seed=0):
     click = (rng.random(BATCH) < 0.5).astype(np.float32)
     like = click * (rng.random(BATCH) < 0.5)
     return {"user_id": rng.integers(0, 20, BATCH).astype(str).astype(bytes),
-            "movie_id": rng.integers(0, 30, BATCH).astype(str).astype(bytes),
+            "item_id": rng.integers(0, 30, BATCH).astype(str).astype(bytes),
             "click": click, "like": like.astype(np.float32), "ctcvr": (click * like).astype(
                 np.float32), "rating": (click * rng.integers(1, 6, BATCH)).astype(np.float32)}
 

@@ -24,15 +24,15 @@ def _towers(dim=4, augment=True, seed=0):
         augment=IdEmbedding(USERS, dim, embeddings_initializer=init, name="user_aug")
         if augment else None, augment_key="user_id", name="query_tower")
     candidate = AugmentedTower(
-        FeatureSet({"movie_id": IdEmbedding(ITEMS, 3, embeddings_initializer=init)}),
+        FeatureSet({"item_id": IdEmbedding(ITEMS, 3, embeddings_initializer=init)}),
         MLP([6, dim], name="candidate_mlp"),
         augment=IdEmbedding(ITEMS, dim, embeddings_initializer=init, name="item_aug")
-        if augment else None, augment_key="movie_id", name="candidate_tower")
+        if augment else None, augment_key="item_id", name="candidate_tower")
     return query, candidate
 
 
 BATCH = {"user_id": tf.constant(["u1", "u2", "u3", "u1"]),
-         "movie_id": tf.constant(["m2", "m1", "m5", "m3"]),
+         "item_id": tf.constant(["m2", "m1", "m5", "m3"]),
          "genre": tf.constant([0, 1, 0, 1], tf.int64)}
 
 
@@ -116,11 +116,11 @@ def test_total_loss_equals_the_weighted_sum_with_cal_scaled_by_the_pairs():
 
 
 def _bce_batch(negatives):
-    return {**BATCH, "negatives": {"movie_id": tf.constant(negatives)}}
+    return {**BATCH, "negatives": {"item_id": tf.constant(negatives)}}
 
 
 def test_bce_main_loss_and_negatives_add_nothing_to_amm():
-    model = _model(loss="bce", candidate_id_key="movie_id")
+    model = _model(loss="bce", candidate_id_key="item_id")
     negatives = [["m1", "m4"], ["m3", "m1"], ["m2", "m4"], ["m5", "m3"]]
     terms = model.loss_terms(_bce_batch(negatives))
     p_u, a_u = (t.numpy().astype(np.float64) for t in model.query_tower.encode(BATCH))
@@ -136,7 +136,7 @@ def test_bce_main_loss_and_negatives_add_nothing_to_amm():
     assert float(other["main"]) != pytest.approx(float(terms["main"]), rel=1e-4)
     # BCE by hand: softplus(-s) for positives, softplus(s) for negatives; row 1's second
     # negative (m1) and row 3's (m3) are their rows' own positives (accidental hits): masked.
-    p_n = model.candidate_tower({"movie_id": tf.constant(sum(negatives, []))}).numpy()
+    p_n = model.candidate_tower({"item_id": tf.constant(sum(negatives, []))}).numpy()
     p_n = p_n.reshape(4, 2, -1).astype(np.float64)
     pos = np.sum(p_u * p_v, 1) / 0.5
     negs = np.einsum("bd,bsd->bs", p_u, p_n) / 0.5

@@ -79,4 +79,4 @@ def test_loss_weights_scale_task_losses_and_bad_weights_raise(features, batch):
     with pytest.raises(ValueError, match="tasks must be distinct"):
         SharedBottom(features(), ("click", "clicks"))
     with pytest.raises(ValueError, match="lacks the label features"):
-        model.compute_loss({"user_id": batch["user_id"], "movie_id": batch["movie_id"]})
+        model.compute_loss({"user_id": batch["user_id"], "item_id": batch["item_id"]})

@@ -76,8 +76,8 @@ def test_two_tower_learns_the_diagonal():
 
 def test_two_tower_missing_key_is_a_clear_error():
     query, candidate = _towers()
-    model = TwoTowerModel(query, candidate, Retrieval(), candidate_id_key="movie_id")
-    with pytest.raises(ValueError, match="lacks feature 'movie_id'"):
+    model = TwoTowerModel(query, candidate, Retrieval(), candidate_id_key="sku")
+    with pytest.raises(ValueError, match="lacks feature 'sku'"):
         model.compute_loss(_batch())
 
 
@@ -165,18 +165,18 @@ def test_ids_looked_up_in_the_pipeline_train_to_the_same_weights():
     # same weights as training on raw ids; the raw ids the task reads (candidate_id_key) stay.
     users, movies = ["a", "b", "c"], ["x", "y", "z", "w"]
     batch = {"user_id": tf.constant(["a", "b", "c", "zz"]),
-             "movie_id": tf.constant(["x", "y", "w", "x"])}
+             "item_id": tf.constant(["x", "y", "w", "x"])}
     weights = []
     for pipeline in (False, True):
         tf.keras.utils.set_random_seed(0)
         model = TwoTowerModel(Tower(FeatureSet({"user_id": IdEmbedding(users, 4)})),
-                              Tower(FeatureSet({"movie_id": IdEmbedding(movies, 4)})),
-                              Retrieval(remove_accidental_hits=True), candidate_id_key="movie_id")
+                              Tower(FeatureSet({"item_id": IdEmbedding(movies, 4)})),
+                              Retrieval(remove_accidental_hits=True), candidate_id_key="item_id")
         model.compile(tf.keras.optimizers.Adagrad(0.5))
         data = tf.data.Dataset.from_tensors(batch)
         if pipeline:
             looked_up = model.lookup_ids(batch)
-            assert sorted(looked_up) == ["movie_id", "movie_id" + INDEX_SUFFIX,
+            assert sorted(looked_up) == ["item_id", "item_id" + INDEX_SUFFIX,
                                          "user_id" + INDEX_SUFFIX]
             # "zz" is not a known user -> the OOV row 0; known ids start after it.
             assert looked_up["user_id" + INDEX_SUFFIX].numpy().tolist() == [1, 2, 3, 0]

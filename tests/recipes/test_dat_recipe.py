@@ -57,7 +57,7 @@ def test_augmented_vectors_learned_and_unknown_users_use_the_zero_oov_row(run):
     # AMM pulled a_v towards p_u of its users: closer than the zero vector it started from.
     train = data.split("train")
     rows = {k: tf.constant(v[:2000]) for k, v in two_tower._tensor_dict(
-        train, ["user_id", "movie_id"]).items()}
+        train, ["user_id", "item_id"]).items()}
     p_u, _ = query_tower.encode(rows)
     _, a_v = candidate_tower.encode(rows)
     assert np.mean(np.sum((a_v - p_u) ** 2, 1)) < np.mean(np.sum(p_u.numpy() ** 2, 1))
@@ -122,7 +122,7 @@ def test_first_genre_assignment_and_bad_params():
     genres[:] = [np.array([4, 14]), np.array([7]), np.array([0, 4, 16])]
     np.testing.assert_array_equal(dat.first_genres(genres), [4, 7, 0])
     genres[1] = np.array([], np.int64)
-    with pytest.raises(ValueError, match="no movie_genres"):
+    with pytest.raises(ValueError, match="no item_genres"):
         dat.first_genres(genres)
     recipe = recipes.get_recipe("dat")()
     with pytest.raises(ValueError, match="Unknown dat params"):

@@ -45,7 +45,7 @@ def test_evaluate_reports_accuracy_and_diversity_of_the_quota_merge(run_dir, tmp
     recipe, _ = load_run(run_dir)
     _, protocol, model = recipe.restore(run_dir)
     topn = recipe.top_n(model, protocol, "valid")
-    assert len(np.load(dump)["topn_movie_id"]) == len(topn)
+    assert len(np.load(dump)["topn_item_id"]) == len(topn)
     intent = recipe.query_outputs(model, protocol, "valid")["intent"]
     quotas = cluster_quotas(intent, 50, 1.0, model.clusters.sizes())
     counts = np.stack([np.bincount(model.item_clusters[row], minlength=18) for row in topn])

@@ -64,7 +64,7 @@ def test_evaluate_metrics_diagnostics_and_repeatability(model, runs, protocol, t
         assert main(["evaluate", str(run), "--split", "test", "--json",
                      "--dump-topn", str(dump)]) == 0
         metrics = json.loads(capsys.readouterr().out)
-        dumps.append(np.load(dump)["topn_movie_id"])
+        dumps.append(np.load(dump)["topn_item_id"])
     # Identical retrieval on repeated inference (no randomness or state at inference).
     np.testing.assert_array_equal(dumps[0], dumps[1])
     # Learned something: random ranking scores recall@50 ~ 50/1349 = 0.037.
@@ -320,7 +320,7 @@ def test_mind_with_the_user_profile_trains_and_serves_it(protocol, tmp_path, cap
     metrics = json.loads(capsys.readouterr().out)
     assert -1.0 <= metrics["interest_mean_pairwise_cosine"] <= 1.0
     assert sum(metrics[f"interest_share_{k}"] for k in range(4)) == pytest.approx(1.0)
-    np.testing.assert_array_equal(np.load(dump)["topn_movie_id"].astype(bytes),
+    np.testing.assert_array_equal(np.load(dump)["topn_item_id"].astype(bytes),
                                   protocol.item_ids[expected].astype(bytes))
 
 

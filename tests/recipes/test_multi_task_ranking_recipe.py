@@ -67,7 +67,7 @@ def test_ranker_alone_and_behind_the_index_export_and_check(runs, tmp_path, caps
     assert (np.diff(out["scores"], axis=1) <= 0).all()
     ranker = serving.LocalModel(tmp_path / "r")
     again = ranker.predict_outputs({"user_id": ["42"], "timestamp": np.array([880_000_000]),
-                                    "movie_id": out["ids"].astype(bytes)})
+                                    "item_id": out["ids"].astype(bytes)})
     np.testing.assert_allclose(again["click"], out["click"], rtol=1e-5)
     assert set(again) == {"click", "like", "ctcvr", "rating"}
 

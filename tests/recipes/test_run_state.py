@@ -121,7 +121,7 @@ def test_failures_after_the_config_leave_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--model", "two_tower", "--out", str(out), "--dataset",
                      "mnist"]) == 2
-    assert "trains on a MovieLens ratings config" in capsys.readouterr().err
+    assert "trains on an interaction log: a MovieLens ratings config" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["train", "--model", "two_tower", "--out", str(out), "--embedding-dim", "0"])
     assert "argument --embedding-dim: must be an integer >= 1, got 0" in capsys.readouterr().err

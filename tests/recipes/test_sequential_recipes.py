@@ -50,7 +50,7 @@ def test_evaluate_cli_and_dump_rescored_independently(run_dir, protocol, tmp_pat
                  "--dump-topn", str(dump)]) == 0
     metrics = json.loads(capsys.readouterr().out)
     data = np.load(dump)
-    assert data["topn_movie_id"].shape == (95, 50)
+    assert data["topn_item_id"].shape == (95, 50)
     assert len(set(data["user_id"])) == 95
     # Re-score the dump from raw TFDS ids: ground truth rebuilt from the sequences by user id.
     seqs = protocol.sequences
@@ -59,7 +59,7 @@ def test_evaluate_cli_and_dump_rescored_independently(run_dir, protocol, tmp_pat
     for uid in data["user_id"]:
         seq = seqs.item_ids[seqs.sequence(index_of_user[uid])]
         truth.append(seq[max(1, (4 * len(seq)) // 5):])
-    rescored = evaluate_topn(data["topn_movie_id"].astype(object), truth)
+    rescored = evaluate_topn(data["topn_item_id"].astype(object), truth)
     for key in ("recall@20", "recall@50", "hr@50", "ndcg@50"):
         assert rescored[key] == pytest.approx(metrics[key])
     # Restoring the run reproduces the validation metrics recorded at training time.
@@ -155,7 +155,7 @@ def test_exported_index_serves_the_same_top_n(run_dir, protocol, tmp_path):
         **{k: tf.constant(v) for k, v in inputs.sample_queries.items()})
     dump = tmp_path / "top.npz"
     recipe.evaluate(run_dir, "test", dump_topn=str(dump))
-    expected = np.load(dump)["topn_movie_id"][:8]
+    expected = np.load(dump)["topn_item_id"][:8]
     got = out["ids"].numpy()
     # Ties aside, the served lists equal the offline ones: compare as sets of the top 45.
     for row_got, row_want in zip(got, expected):

@@ -36,7 +36,7 @@ def _ranker(cls=MMoE):
     features = FeatureSet({
         "user_id": AttributeEmbedding(USERS, [[1 + i % 3] for i in range(len(USERS))], 4, dim=4,
                                       id_dim=4),
-        "movie_id": AttributeEmbedding(MOVIES, [[1 + i % 5] for i in range(len(MOVIES))], 6,
+        "item_id": AttributeEmbedding(MOVIES, [[1 + i % 5] for i in range(len(MOVIES))], 6,
                                        dim=4, id_dim=4),
         "timestamp": TimestampEmbedding([100.0, 200.0], 4, mean=150.0, variance=2500.0),
     })
@@ -61,7 +61,7 @@ def _oracle(index, ranker, retrieve, k, fusion):
     for row in range(len(ids)):
         flat = {"user_id": np.repeat(REQUESTS["user_id"][row], retrieve),
                 "timestamp": np.repeat(REQUESTS["timestamp"][row], retrieve),
-                "movie_id": ids[row]}
+                "item_id": ids[row]}
         probs = {t: v.numpy() for t, v in ranker(flat).items()}
         score = np.ones(retrieve)
         for task, weight in fusion.items():
@@ -105,14 +105,14 @@ def test_ranker_export_roundtrip_scores_candidate_lists(tmp_path):
     candidates = np.array([[b"m1", b"m2", b"m39"], [b"m5", b"nope", b"m1"]])
     requests = {k: v[:2] for k, v in REQUESTS.items()}
     path = serving.export(RankerServable(ranker, REQUEST), tmp_path / "ranker",
-                          warmup_queries={**requests, "movie_id": candidates})
+                          warmup_queries={**requests, "item_id": candidates})
     loaded = serving.LocalModel(path)
-    out = loaded.predict_outputs({**requests, "movie_id": candidates})
+    out = loaded.predict_outputs({**requests, "item_id": candidates})
     assert set(out) == {"click", "like", "ctcvr"}
     for row in range(2):
         flat = {"user_id": np.repeat(requests["user_id"][row], 3),
                 "timestamp": np.repeat(requests["timestamp"][row], 3),
-                "movie_id": candidates[row]}
+                "item_id": candidates[row]}
         for task, value in ranker(flat).items():
             np.testing.assert_allclose(out[task][row], value.numpy(), rtol=1e-5)
     np.testing.assert_allclose(out["ctcvr"], out["click"] * out["like"], rtol=1e-6)

@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     _, ids = index({"user_id": tf.constant(users)})
     for user, row in zip(users, ids.numpy()):
         print(f"  user {user.decode()}:")
-        for rank, movie_id in enumerate(row, 1):
-            print(f"    {rank:2d}. {titles[movie_id].decode()}")
+        for rank, item_id in enumerate(row, 1):
+            print(f"    {rank:2d}. {titles[item_id].decode()}")
 
     print("[4/4] Exporting for TensorFlow Serving", flush=True)
     base = out / MODEL_NAME

@@ -37,8 +37,10 @@ DATA_FLAGS = (("--data", "data"), ("--data-format", "data_format"),
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    # allow_abbrev=False: a recipe flag (e.g. the rankers' --rating) must not be taken for an
+    # abbreviation of a common one (--rating-column); recipe flags pass through untouched.
     parser = subparsers.add_parser(
-        "train", add_help=False, help="train a recipe and save the run",
+        "train", add_help=False, allow_abbrev=False, help="train a recipe and save the run",
         description="Train a registered recipe on a TFDS dataset (--dataset) or your own "
                     "interaction log (--data) and save the run directory.")
     parser.add_argument("-h", "--help", action="store_true", help="show this help (with --model: "

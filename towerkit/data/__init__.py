@@ -2,11 +2,12 @@
 tf.data, MovieLens through tfds), splits, vocabularies, the sequential protocol, training
 shards, and the multi-task exposures."""
 
-from towerkit.data import sources
+from towerkit.data import recipe_data, sources
 from towerkit.data.columns import Columns
 from towerkit.data.item_clusters import ItemClusters
 from towerkit.data.exposures import MultiTaskExposures, build_exposures
-from towerkit.data.movielens import MovieLensUnavailableError, feature_names, load, load_columns
+from towerkit.data.movielens import (MovieLensUnavailableError, feature_names, load, load_columns,
+                                     recipe_columns)
 from towerkit.data.feature_table import FeatureTable
 from towerkit.data.interaction_sequences import build_sequences, sequential_protocol
 from towerkit.data.interaction_splits import split_by_time, split_random, split_users
@@ -36,6 +37,8 @@ __all__ = [
     "build_exposures",
     "load",
     "load_columns",
+    "recipe_columns",
+    "recipe_data",
     "random_split",
     "take_rows",
     "temporal_split",

@@ -28,13 +28,13 @@ from typing import Optional
 
 import numpy as np
 
-from towerkit.data.movielens import load_columns
+from towerkit.data.movielens import recipe_columns
 
 __all__ = ["MultiTaskExposures", "build_exposures", "LABELS", "SPLITS"]
 
 LABELS = ("click", "like", "ctcvr", "rating")
 SPLITS = ("train", "valid", "test")
-_USER_COLUMNS = ("user_id", "raw_user_age", "user_gender", "user_occupation_label",
+_USER_COLUMNS = ("user_id", "user_age", "user_gender", "user_occupation",
                  "user_zip_code")
 
 
@@ -43,19 +43,19 @@ class MultiTaskExposures:
     """Exposure columns, their split, and the movie catalogue.
 
     Attributes:
-      columns: dict[str, np.ndarray], one row per exposure: `user_id`, `movie_id` (bytes),
-        `timestamp` (int64), `raw_user_age` (float32), `user_gender` (bool),
-        `user_occupation_label` (int64), `user_zip_code` (bytes), and the float32 labels
+      columns: dict[str, np.ndarray], one row per exposure: `user_id`, `item_id` (bytes),
+        `timestamp` (int64), `user_age` (float32), `user_gender` (bool),
+        `user_occupation` (int64), `user_zip_code` (bytes), and the float32 labels
         `click`, `like`, `ctcvr`, `rating`.
       splits: dict[str, np.ndarray]. `train`, `valid`, `test` row indices (disjoint, sorted).
-      movie_ids: np.ndarray `[m]` bytes. Every movie of the dataset, sorted.
-      movie_genres: list of int64 arrays aligned with `movie_ids`: each movie's genre codes.
+      item_ids: np.ndarray `[m]` bytes. Every movie of the dataset, sorted.
+      item_genres: list of int64 arrays aligned with `item_ids`: each movie's genre codes.
     """
 
     columns: dict
     splits: dict
-    movie_ids: np.ndarray
-    movie_genres: list
+    item_ids: np.ndarray
+    item_genres: list
 
     def split(self, name: str) -> dict:
         """Returns the columns of one split.
@@ -109,13 +109,13 @@ def build_exposures(config: str = "100k-ratings", negatives_per_rating: float = 
                          f"{train_fraction} + {valid_fraction}.")
     if not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer, got {seed!r}.")
-    ratings = columns if columns is not None else load_columns(config, data_dir=data_dir)
+    ratings = columns if columns is not None else recipe_columns(config, data_dir=data_dir)
     rng = np.random.default_rng(int(seed))
 
     user_ids = np.asarray(ratings["user_id"]).astype(bytes)
-    movie_ids = np.asarray(ratings["movie_id"]).astype(bytes)
+    item_ids = np.asarray(ratings["item_id"]).astype(bytes)
     users, user_rows = np.unique(user_ids, return_inverse=True)
-    movies, movie_first, movie_rows, counts = np.unique(movie_ids, return_index=True,
+    movies, movie_first, movie_rows, counts = np.unique(item_ids, return_index=True,
                                                         return_inverse=True, return_counts=True)
     num_ratings, num_movies = len(user_ids), len(movies)
     num_negatives = int(round(num_ratings * float(negatives_per_rating)))
@@ -146,13 +146,13 @@ def build_exposures(config: str = "100k-ratings", negatives_per_rating: float = 
         # are used up cannot stall the loop.
         source[pending] = rng.integers(0, num_ratings, size=len(pending))
 
-    rating = np.asarray(ratings["user_rating"], dtype=np.float32)
+    rating = np.asarray(ratings["rating"], dtype=np.float32)
     out = {name: np.concatenate([np.asarray(ratings[name])[:num_ratings],
                                  np.asarray(ratings[name])[source]])
            for name in _USER_COLUMNS + ("timestamp",)}
     out["user_id"] = np.concatenate([user_ids, user_ids[source]])
     out["user_zip_code"] = out["user_zip_code"].astype(bytes)
-    out["movie_id"] = np.concatenate([movie_ids, movies[chosen]])
+    out["item_id"] = np.concatenate([item_ids, movies[chosen]])
     click = np.concatenate([np.ones(num_ratings), np.zeros(num_negatives)]).astype(np.float32)
     out["click"] = click
     out["rating"] = np.concatenate([rating, np.zeros(num_negatives, np.float32)])
@@ -166,6 +166,6 @@ def build_exposures(config: str = "100k-ratings", negatives_per_rating: float = 
     splits = {"train": np.sort(permutation[:num_train]),
               "valid": np.sort(permutation[num_train:num_train + num_valid]),
               "test": np.sort(permutation[num_train + num_valid:])}
-    genres = [np.asarray(g, dtype=np.int64) for g in np.asarray(ratings["movie_genres"],
+    genres = [np.asarray(g, dtype=np.int64) for g in np.asarray(ratings["item_genres"],
                                                                 dtype=object)[movie_first]]
-    return MultiTaskExposures(columns=out, splits=splits, movie_ids=movies, movie_genres=genres)
+    return MultiTaskExposures(columns=out, splits=splits, item_ids=movies, item_genres=genres)

@@ -104,7 +104,7 @@ class ItemClusters:
         """
         if item_genres is None:
             raise ValueError("Genre clusters need item genres (a MovieLens config with "
-                             "movie_genres); use k-means clusters instead.")
+                             "item_genres); use k-means clusters instead.")
         g = np.asarray(item_genres)
         if g.ndim != 2:
             raise ValueError(f"item_genres must be [num_items + 1, max_genres], got {g.shape}.")

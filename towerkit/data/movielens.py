@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-__all__ = ["load", "load_columns", "feature_names", "interactions", "MovieLensUnavailableError"]
+__all__ = ["load", "load_columns", "feature_names", "interactions", "recipe_columns",
+           "recipe_feature_names", "RECIPE_NAMES", "MovieLensUnavailableError"]
 
 # Where tfds downloads MovieLens from (checked before a download is attempted).
 _DOWNLOAD_HOST = ("files.grouplens.org", 443)
@@ -177,15 +178,25 @@ def load_columns(config: str = "100k-ratings", data_dir: Optional[str] = None) -
     return _load_columns_cached(_normalise(config), _resolve_data_dir(data_dir))
 
 
-# The recipes read per-interaction columns under the TFDS MovieLens feature names; any other
-# source is mapped onto them here (see `towerkit.data.recipe_data`). Interaction fields:
-FIELD_COLUMNS = {"user": "user_id", "item": "movie_id", "timestamp": "timestamp",
-                 "rating": "user_rating"}
-# Feature-table roles (the column names a caller's tables use) -> TFDS feature names.
-ITEM_ROLE_COLUMNS = {"title": "movie_title", "genres": "movie_genres"}
-USER_ROLE_COLUMNS = {"age": "raw_user_age", "age_bucket": "bucketized_user_age",
-                     "gender": "user_gender", "occupation": "user_occupation_label",
-                     "zip_code": "user_zip_code"}
+# TFDS MovieLens feature names -> the recipes' dataset-free column names
+# (`towerkit.data.recipe_data`); the features not listed keep their names.
+RECIPE_NAMES = {"movie_id": "item_id", "movie_title": "item_title",
+                "movie_genres": "item_genres", "user_rating": "rating",
+                "raw_user_age": "user_age", "bucketized_user_age": "user_age_bucket",
+                "user_occupation_label": "user_occupation"}
+
+
+def recipe_columns(config: str = "100k-ratings", data_dir: Optional[str] = None) -> dict:
+    """`load_columns` under the recipes' column names (`RECIPE_NAMES`): `user_id`, `item_id`,
+    `timestamp`, `rating`, `item_title`, `item_genres`, `user_age`, `user_age_bucket`,
+    `user_gender`, `user_occupation`, `user_zip_code` (the same read-only arrays)."""
+    return {RECIPE_NAMES.get(name, name): values
+            for name, values in load_columns(config, data_dir=data_dir).items()}
+
+
+def recipe_feature_names(config: str, data_dir: Optional[str] = None) -> list:
+    """`feature_names` under the recipes' column names (no data is read)."""
+    return sorted(RECIPE_NAMES.get(n, n) for n in feature_names(config, data_dir))
 
 # TFDS user profile columns -> names of the user feature table of `interactions`.
 _USER_PROFILE = {"bucketized_user_age": "user_age", "user_gender": "user_gender",

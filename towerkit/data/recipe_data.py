@@ -9,7 +9,8 @@ A run config (`run.json`) names its data in one of two ways:
   user and item feature tables (CSV or Parquet).
 
 Either way `rating_columns(config)` returns the per-interaction NumPy columns every recipe
-reads, under the recipes' feature names, so a recipe trains on a file log exactly as it trains
+reads, under the recipes' dataset-free column names (tfds MovieLens features are renamed by
+`towerkit.data.movielens.RECIPE_NAMES`), so a recipe trains on a file log exactly as it trains
 on the same log from tfds (same rows in the same order give the same run for the same seed).
 
 Feature tables name their columns by role, not by dataset:
@@ -44,12 +45,12 @@ from towerkit.data.columns import Columns
 __all__ = ["file_data", "rating_columns", "column_names", "is_file_data", "describe",
            "check_data", "missing_fix", "ITEM_ROLES", "USER_ROLES"]
 
-# Feature-table roles -> the per-interaction column names the recipes read (the TFDS
-# MovieLens names, which `towerkit.data.movielens` owns).
-ITEM_ROLES = dict(movielens.ITEM_ROLE_COLUMNS)
-USER_ROLES = dict(movielens.USER_ROLE_COLUMNS)
+# Feature-table roles -> the per-interaction column names the recipes read.
+ITEM_ROLES = {"title": "item_title", "genres": "item_genres"}
+USER_ROLES = {"age": "user_age", "age_bucket": "user_age_bucket", "gender": "user_gender",
+              "occupation": "user_occupation", "zip_code": "user_zip_code"}
 # Interaction fields -> the recipes' column names.
-_FIELDS = dict(movielens.FIELD_COLUMNS)
+_FIELDS = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "rating": "rating"}
 
 _SPEC_KEYS = ("path", "format", "columns", "user_features", "user_key", "item_features",
               "item_key")
@@ -153,7 +154,7 @@ def column_names(config: dict) -> set:
     of the mapped fields and of the feature tables' role columns (the tables are read).
     """
     if not is_file_data(config):
-        return set(movielens.feature_names(_tfds_name(config), config.get("data_dir")))
+        return set(movielens.recipe_feature_names(_tfds_name(config), config.get("data_dir")))
     spec = config["data"]
     names = {_FIELDS["user"], _FIELDS["item"]}
     names.update(_FIELDS[_canonical(f)] for f in spec["columns"] if f in ("time", "rating"))
@@ -183,17 +184,17 @@ def rating_columns(config: dict) -> dict:
     """The run's interactions as the recipes' NumPy columns (cached per process).
 
     Returns:
-      `{name: read-only np.ndarray}`, one entry per interaction: `user_id` and `movie_id`
-      (bytes: integer ids as their decimal strings), `timestamp` (int64), `user_rating`
-      (float32) and the feature-table roles looked up per interaction, typed as the tfds
-      MovieLens features are.
+      `{name: read-only np.ndarray}`, one entry per interaction: `user_id` and `item_id`
+      (bytes: integer ids as their decimal strings), `timestamp` (int64), `rating`
+      (float32) and the feature-table roles looked up per interaction (`ITEM_ROLES`,
+      `USER_ROLES`), typed as the tfds MovieLens features are.
 
     Raises:
       ValueError, TypeError: the data cannot be read or does not match its schema; the
         message names the file, column and fix.
     """
     if not is_file_data(config):
-        return movielens.load_columns(_tfds_name(config), data_dir=config.get("data_dir"))
+        return movielens.recipe_columns(_tfds_name(config), data_dir=config.get("data_dir"))
     return _file_columns(json.dumps(config["data"], sort_keys=True))
 
 

@@ -2,7 +2,7 @@
 
 Every rating is an implicit interaction. Items and users are filtered by interaction counts,
 items are re-indexed `1..num_items` by descending frequency (index 0 is padding), and each
-user's interactions are ordered by `(timestamp, numeric movie_id)`. Histories are padded,
+user's interactions are ordered by `(timestamp, numeric item_id)`. Histories are padded,
 left-aligned windows of the most recent items (`[i_1, ..., i_h, 0, ..., 0]`), so a mask is
 simply `history != 0`.
 
@@ -34,11 +34,11 @@ __all__ = [
     "make_eval_split",
 ]
 
-# TFDS user columns that become categorical profile features (when the config has them).
+# User columns that become categorical profile features (when the data has them).
 _PROFILE_COLUMNS = {
-    "user_age": "bucketized_user_age",
+    "user_age": "user_age_bucket",
     "user_gender": "user_gender",
-    "user_occupation": "user_occupation_label",
+    "user_occupation": "user_occupation",
 }
 
 
@@ -71,10 +71,10 @@ class UserSequences:
     Attributes:
       user_ids: np.ndarray `[num_users]` bytes. User ids, sorted (decimal ids numerically); the user
         index used everywhere below is the position in this array.
-      item_ids: np.ndarray `[num_items + 1]` bytes. TFDS `movie_id` of each item index;
+      item_ids: np.ndarray `[num_items + 1]` bytes. The `item_id` of each item index;
         `item_ids[0] == b""` is padding.
       items: np.ndarray `[num_interactions]` int64. Item indices, user after user, each user's
-        in `(timestamp, movie_id)` order.
+        in `(timestamp, item_id)` order.
       timestamps: np.ndarray `[num_interactions]` int64. Unix seconds, aligned with `items`.
       offsets: np.ndarray `[num_users + 1]` int64. User `u` owns `items[offsets[u]:offsets[u+1]]`.
       item_counts: np.ndarray `[num_items + 1]` int64. Interactions per item over all kept
@@ -119,21 +119,21 @@ class UserSequences:
             raise ValueError(f"user index {user} out of range [0, {self.num_users}).")
         return self.items[self.offsets[user]:self.offsets[user + 1]]
 
-    def item_index(self, movie_ids: Sequence) -> np.ndarray:
+    def item_index(self, item_ids: Sequence) -> np.ndarray:
         """Maps TFDS movie ids (bytes, str or int) to item indices.
 
         Raises:
           ValueError: an id is not in the catalogue (filtered out or unknown); names the ids.
         """
         lookup = self._item_lookup()
-        keys = [m if isinstance(m, bytes) else str(m).encode() for m in np.asarray(movie_ids).ravel()]
+        keys = [m if isinstance(m, bytes) else str(m).encode() for m in np.asarray(item_ids).ravel()]
         missing = [k for k in keys if k not in lookup]
         if missing:
             raise ValueError(
                 f"{len(missing)} movie id(s) are not in the catalogue, e.g. {missing[:5]}: they "
                 "are unknown or were filtered out (fewer than the minimum interactions). "
                 "Fix: use ids from `item_ids[1:]`.")
-        return np.array([lookup[k] for k in keys], dtype=np.int64).reshape(np.shape(movie_ids))
+        return np.array([lookup[k] for k in keys], dtype=np.int64).reshape(np.shape(item_ids))
 
     def _item_lookup(self) -> dict:
         cached = self.__dict__.get("_lookup")
@@ -145,14 +145,14 @@ class UserSequences:
 
 def build_user_sequences(columns: Mapping[str, np.ndarray], min_item_interactions: int = 5,
                          min_user_interactions: int = 5) -> UserSequences:
-    """Builds `UserSequences` from MovieLens rating columns (see `movielens.load_columns`).
+    """Builds `UserSequences` from rating columns (see `recipe_data.rating_columns`).
 
     Items with fewer than `min_item_interactions` ratings are dropped first, then users with
     fewer than `min_user_interactions` remaining ratings (one pass each, in that order).
 
     Args:
-      columns: dict of NumPy columns with at least `user_id`, `movie_id` (byte strings)
-        and `timestamp`; profile columns, `movie_genres` and `movie_title` are used if present.
+      columns: dict of NumPy columns with at least `user_id`, `item_id` (byte strings)
+        and `timestamp`; profile columns, `item_genres` and `item_title` are used if present.
       min_item_interactions: int. Minimum ratings an item needs to be kept.
       min_user_interactions: int. Minimum remaining ratings a user needs to be kept.
 
@@ -163,21 +163,22 @@ def build_user_sequences(columns: Mapping[str, np.ndarray], min_item_interaction
       ValueError: a required column is missing, columns have different lengths, or nothing
         survives the filters.
     """
-    required = ("user_id", "movie_id", "timestamp")
+    required = ("user_id", "item_id", "timestamp")
     missing = [c for c in required if c not in columns]
     if missing:
-        raise ValueError(f"columns lack {missing}: pass a MovieLens *ratings* config "
-                         "(e.g. '100k-ratings'), not a *-movies config.")
+        raise ValueError(f"columns lack {missing}: pass rating columns "
+                         "(recipe_data.rating_columns, movielens.recipe_columns of a *-ratings "
+                         "config), not a *-movies config.")
     n = len(columns["user_id"])
     if any(len(columns[c]) != n for c in required):
-        raise ValueError("columns user_id, movie_id and timestamp must have the same length.")
+        raise ValueError("columns user_id, item_id and timestamp must have the same length.")
     for name, value in (("min_item_interactions", min_item_interactions),
                         ("min_user_interactions", min_user_interactions)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
 
     users, user_name = _id_keys(columns["user_id"], "user_id")
-    movies, movie_name = _id_keys(columns["movie_id"], "movie_id")
+    movies, movie_name = _id_keys(columns["item_id"], "item_id")
     times = np.asarray(columns["timestamp"], dtype=np.int64)
     rows = np.arange(n)
 
@@ -218,16 +219,16 @@ def build_user_sequences(columns: Mapping[str, np.ndarray], min_item_interaction
             vocabularies[name] = vocab
 
     item_genres = None
-    if "movie_genres" in columns:
-        genres = [np.asarray(columns["movie_genres"][r], dtype=np.int64) + 1
+    if "item_genres" in columns:
+        genres = [np.asarray(columns["item_genres"][r], dtype=np.int64) + 1
                   for r in first_row_of_item[1:]]
         width = max(len(g) for g in genres)
         item_genres = np.zeros((len(item_ids), width), dtype=np.int64)
         for i, g in enumerate(genres, start=1):
             item_genres[i, :len(g)] = g
     item_titles = None
-    if "movie_title" in columns:
-        item_titles = np.asarray(columns["movie_title"], dtype=object)[first_row_of_item]
+    if "item_title" in columns:
+        item_titles = np.asarray(columns["item_title"], dtype=object)[first_row_of_item]
         item_titles[0] = b""
 
     return UserSequences(
@@ -242,7 +243,7 @@ def load_user_sequences(config: str = "100k-ratings", data_dir: Optional[str] = 
                         min_item_interactions: int = 5,
                         min_user_interactions: int = 5) -> UserSequences:
     """`build_user_sequences` over a TFDS MovieLens ratings config (loaded via tfds)."""
-    return build_user_sequences(movielens.load_columns(config, data_dir=data_dir),
+    return build_user_sequences(movielens.recipe_columns(config, data_dir=data_dir),
                                 min_item_interactions, min_user_interactions)
 
 

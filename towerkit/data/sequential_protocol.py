@@ -1,8 +1,8 @@
 """The sequential retrieval benchmark protocol (towerkit issue 5), shared by every sequence model.
 
-* every rating is an implicit interaction; per user, sort by `(timestamp, movie_id)`;
+* every rating is an implicit interaction; per user, sort by `(timestamp, item_id)`;
 * keep items with >= 5 interactions, then users with >= 5 remaining interactions;
-* items re-indexed `1..n` by descending frequency (ties by numeric movie_id); 0 is padding;
+* items re-indexed `1..n` by descending frequency (ties by numeric item_id); 0 is padding;
 * user ids sorted numerically, permuted with `numpy.random.RandomState(1230).permutation`,
   first 80% train, next 10% valid, last 10% test;
 * train examples: for each train user and each position `k >= 1`, target item `k`,

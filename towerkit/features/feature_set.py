@@ -23,7 +23,7 @@ class FeatureSet(tf.keras.layers.Layer):
     ```python
     query_features = FeatureSet({"user_id": IdEmbedding(user_ids, 32),
                                  "timestamp": TimestampEmbedding.adapt_from(ts)})
-    query_features({"user_id": ..., "timestamp": ..., "movie_id": ...})  # [batch, 65]
+    query_features({"user_id": ..., "timestamp": ..., "item_id": ...})  # [batch, 65]
     ```
 
     Args:

@@ -30,7 +30,7 @@ class Annoy(Index):
     Example:
 
     ```python
-    index = Annoy(k=10, n_trees=20).index(candidate_embeddings, identifiers=movie_ids)
+    index = Annoy(k=10, n_trees=20).index(candidate_embeddings, identifiers=item_ids)
     scores, ids = index(query_embeddings)
     towerkit.index.save_index(index, "/tmp/annoy_index")  # stock ops only
     ```

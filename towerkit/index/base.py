@@ -43,7 +43,7 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
 
     ```python
     index = towerkit.index.BruteForce(query_model, k=100)
-    index.index(candidate_embeddings, identifiers=movie_titles)
+    index.index(candidate_embeddings, identifiers=item_titles)
     scores, titles = index({"user_id": tf.constant(["42"])}, k=10)
     towerkit.index.save_index(index, "/tmp/index")
     ```

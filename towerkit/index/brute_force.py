@@ -18,7 +18,7 @@ class BruteForce(Index):
     Example:
 
     ```python
-    index = BruteForce(k=10).index(candidate_embeddings, identifiers=movie_ids)
+    index = BruteForce(k=10).index(candidate_embeddings, identifiers=item_ids)
     scores, ids = index(query_embeddings, k=5)
     ```
     """

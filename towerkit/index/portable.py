@@ -62,7 +62,7 @@ class PortableIndex(Index):
     Example:
 
     ```python
-    index = PortableIndex(k=10).index(candidate_embeddings, identifiers=movie_ids)
+    index = PortableIndex(k=10).index(candidate_embeddings, identifiers=item_ids)
     report = index.tune(held_out_query_embeddings, target_recall=0.95)
     scores, ids = index(query_embeddings)
     towerkit.index.save_index(index, "/tmp/portable")  # servable by stock TF Serving

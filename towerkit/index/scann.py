@@ -47,7 +47,7 @@ class ScaNN(Index):
     Example:
 
     ```python
-    index = ScaNN(k=10).index(candidate_embeddings, identifiers=movie_ids)
+    index = ScaNN(k=10).index(candidate_embeddings, identifiers=item_ids)
     scores, ids = index(query_embeddings)
     ```
 

@@ -53,8 +53,8 @@ class DualAugmentedTwoTowerModel(Model):
     ```python
     model = DualAugmentedTwoTowerModel(query_tower, candidate_tower,
                                        Retrieval(remove_accidental_hits=True),
-                                       temperature=0.1, category_key="movie_genre",
-                                       num_categories=21, candidate_id_key="movie_id")
+                                       temperature=0.1, category_key="item_genre",
+                                       num_categories=21, candidate_id_key="item_id")
     model.compile(tf.keras.optimizers.Adam(0.01))
     model.fit(train.batch(4096), epochs=3)
     ```

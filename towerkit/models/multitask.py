@@ -49,7 +49,7 @@ class MultiTaskModel(Model):
                  score_model: Optional[tf.keras.layers.Layer] = None,
                  retrieval_task: Optional[Retrieval] = None,
                  ranking_task: Optional[Ranking] = None, retrieval_weight: float = 1.0,
-                 ranking_weight: float = 1.0, label_key: str = "user_rating",
+                 ranking_weight: float = 1.0, label_key: str = "rating",
                  candidate_id_key: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
         if retrieval_weight < 0 or ranking_weight < 0 or retrieval_weight + ranking_weight == 0:

@@ -23,7 +23,7 @@ class RankingModel(Model):
     Example:
     ```python
     model = RankingModel(user_tower, movie_tower, MLP([256, 64, 1]), Ranking("regression"),
-                         label_key="user_rating")
+                         label_key="rating")
     ```
 
     Args:
@@ -43,7 +43,7 @@ class RankingModel(Model):
     def __init__(self, query_model: tf.keras.layers.Layer,
                  candidate_model: tf.keras.layers.Layer,
                  score_model: Optional[tf.keras.layers.Layer] = None,
-                 task: Optional[Ranking] = None, label_key: str = "user_rating",
+                 task: Optional[Ranking] = None, label_key: str = "rating",
                  sample_weight_key: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
         self.query_model = query_model

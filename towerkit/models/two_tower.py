@@ -24,7 +24,7 @@ class TwoTowerModel(Model):
     Example:
     ```python
     model = TwoTowerModel(query_tower, candidate_tower, Retrieval(metrics=...),
-                          candidate_id_key="movie_id")
+                          candidate_id_key="item_id")
     model.compile(tf.keras.optimizers.Adagrad(0.1))
     model.fit(train.batch(8192), epochs=3)
     ```

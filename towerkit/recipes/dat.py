@@ -2,10 +2,10 @@
 
 "The same towers, augmented": the feature sets, split, candidates and evaluation are those of
 the `two_tower` recipe (`--features basic|rich`, the TFRS tutorials' 80/20 split, every
-`movie_id` a candidate, `top_{1,5,10,50,100}_categorical_accuracy` on the test split). On top:
+`item_id` a candidate, `top_{1,5,10,50,100}_categorical_accuracy` on the test split). On top:
 
 - each tower is an `AugmentedTower`: the feature embeddings plus an augmented vector (`a_u` by
-  `user_id`, `a_v` by `movie_id`, zero-initialised, as wide as the tower output) go through an
+  `user_id`, `a_v` by `item_id`, zero-initialised, as wide as the tower output) go through an
   MLP (`--layers`, default `64,32`) and are L2-normalised; scores are `<p_u, p_v> / temperature`;
 - the Adaptive-Mimic losses (`--amm-user-weight`, `--amm-item-weight`) and the Category
   Alignment Loss (`--cal-weight`) over MovieLens genres;
@@ -61,7 +61,7 @@ from towerkit.tasks import Retrieval
 
 __all__ = ["DatRecipe", "GENRE", "first_genres"]
 
-GENRE = "movie_genre"
+GENRE = "item_genre"
 QUERY_ID = "user_id"
 DEFAULT_PARAMS = {
     "features": "basic", "embedding_dim": 32, "layers": "64,32", "optimizer": "adam",
@@ -82,7 +82,7 @@ def first_genres(genres: np.ndarray) -> np.ndarray:
     for i, row in enumerate(genres):
         row = np.asarray(row)
         if row.size == 0:
-            raise ValueError(f"Row {i} has no movie_genres; every MovieLens movie has one.")
+            raise ValueError(f"Row {i} has no item_genres; give every item at least one genre.")
         out[i] = int(row.min())
     return out
 
@@ -99,7 +99,7 @@ class _DatData(_Data):
         if fraction > 0:
             cut = len(self.train_idx) - int(round(len(self.train_idx) * fraction))
             self.train_idx, self.valid_idx = self.train_idx[:cut], self.train_idx[cut:]
-        self.genres = first_genres(self.columns["movie_genres"])
+        self.genres = first_genres(self.columns["item_genres"])
         self.num_categories = int(self.genres.max()) + 1
 
     def split(self, name: str) -> dict:
@@ -113,7 +113,7 @@ class _DatData(_Data):
         else:
             raise ValueError(f"Unknown split {name!r}; the dat recipe has 'train', 'test' and "
                              "(with --validation-fraction) 'valid'.")
-        out = {k: v[rows] for k, v in self.columns.items() if k != "movie_genres"}
+        out = {k: v[rows] for k, v in self.columns.items() if k != "item_genres"}
         out[GENRE] = self.genres[rows]
         return out
 
@@ -141,7 +141,7 @@ def build_dat_towers(params: dict, train: dict, catalogue_ids: np.ndarray,
         query_augment = IdEmbedding(users, width, embeddings_initializer="zeros",
                                     name="user_id_augment")
         candidate_augment = IdEmbedding([v.decode() for v in catalogue_ids], width,
-                                        embeddings_initializer="zeros", name="movie_id_augment")
+                                        embeddings_initializer="zeros", name="item_id_augment")
     query_tower = AugmentedTower(query.features, MLP(layers, name="query_mlp"),
                                  augment=query_augment, augment_key=QUERY_ID,
                                  name="query_tower")
@@ -217,7 +217,7 @@ class DatRecipe(TwoTowerRecipe):
                           low_open=False, high_open=True)
         for key in ("amm_user_weight", "amm_item_weight", "cal_weight"):
             check.check_float(key, params[key], low=0, low_open=False)
-        self._check_dataset(config, params, extra_columns=("movie_genres",))
+        self._check_dataset(config, params, extra_columns=("item_genres",))
 
     @staticmethod
     def _params(config: dict) -> dict:

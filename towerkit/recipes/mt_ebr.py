@@ -62,7 +62,7 @@ __all__ = ["MultiTaskEBRRecipe", "CLUSTERINGS", "GENRE_NAMES", "item_clusters",
 
 CLUSTERINGS = ("genres", "kmeans")
 DEFAULT_KMEANS_CLUSTERS = 8
-#: Names of the TFDS MovieLens `movie_genres` labels, by label id.
+#: Names of the TFDS MovieLens genre labels, by label id.
 GENRE_NAMES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
                "Drama", "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery",
                "Romance", "Sci-Fi", "Thriller", "Unknown", "War", "Western",

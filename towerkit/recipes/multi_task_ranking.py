@@ -9,7 +9,7 @@ different seeds share one split). Training uses `train`, stops early on the `val
 Features, shared by every model: the user id and profile (age bucket, gender, occupation, zip
 code's first character; looked up by user id inside the model), the movie id and genres (looked
 up by movie id), and the exposure timestamp (bucketized + normalised). A served ranker therefore
-needs only `user_id`, `timestamp` and candidate `movie_id`s.
+needs only `user_id`, `timestamp` and candidate `item_id`s.
 
 Tasks: the mixture models (`shared_bottom`, `mmoe`, `cgc`, `ple`) train `click` over all
 exposures and `like` on clicked exposures, reporting `ctcvr = p_click * p_like`; `--rating`
@@ -56,10 +56,10 @@ __all__ = ["MultiTaskRankingRecipe", "RankerInputs", "build_features", "REQUEST_
 
 #: Per-request features a served ranker takes (besides the candidate ids).
 REQUEST_FEATURES = {"user_id": tf.string, "timestamp": tf.int64}
-CANDIDATE_FEATURE = "movie_id"
+CANDIDATE_FEATURE = "item_id"
 # The rating columns the exposures and the shared features read.
-NEEDED_COLUMNS = ("user_id", "movie_id", "timestamp", "user_rating", "user_gender",
-                  "user_occupation_label", "raw_user_age", "user_zip_code", "movie_genres")
+NEEDED_COLUMNS = ("user_id", "item_id", "timestamp", "rating", "user_gender",
+                  "user_occupation", "user_age", "user_zip_code", "item_genres")
 _AGE_BINS = (18, 25, 35, 45, 50, 56)
 
 DEFAULT_PARAMS = {
@@ -77,9 +77,9 @@ class RankerInputs:
 
     Attributes:
       model: The `MultiTaskRanker`; called with a flat feature dict (`REQUEST_FEATURES` plus
-        `movie_id`), it returns `{task: [batch]}`.
+        `item_id`), it returns `{task: [batch]}`.
       request_signature: dict[str, tf.TensorSpec]. Per-request inputs, `[None]` each.
-      candidate_feature: str. Name of the candidate id input (`movie_id`).
+      candidate_feature: str. Name of the candidate id input (`item_id`).
       tasks: tuple[str]. The model's output tasks.
       sample_requests: dict[str, np.ndarray]. A few real requests (for warmup), keyed like
         `request_signature`.
@@ -120,8 +120,8 @@ def _user_profiles(columns: dict) -> tuple:
     """
     users, first = np.unique(np.asarray(columns["user_id"]).astype(bytes), return_index=True)
     gender = np.asarray(columns["user_gender"])[first].astype(np.int64)
-    occupation = np.asarray(columns["user_occupation_label"])[first].astype(np.int64)
-    age = np.digitize(np.asarray(columns["raw_user_age"])[first], _AGE_BINS)
+    occupation = np.asarray(columns["user_occupation"])[first].astype(np.int64)
+    age = np.digitize(np.asarray(columns["user_age"])[first], _AGE_BINS)
     zips = [z[:1] for z in np.asarray(columns["user_zip_code"]).astype(bytes)[first]]
     zip_vocab = {z: i for i, z in enumerate(sorted(set(zips)))}
     occupation_offset, age_offset = 3, 3 + int(occupation.max()) + 1
@@ -141,13 +141,13 @@ def build_features(params: dict, data: MultiTaskExposures, ratings: dict) -> Fea
     """
     dim, attr = int(params["embedding_dim"]), int(params["attribute_dim"])
     users, profile, num_profile_codes = _user_profiles(ratings)
-    genre_codes = [[int(g) + 1 for g in genres] for genres in data.movie_genres]
+    genre_codes = [[int(g) + 1 for g in genres] for genres in data.item_genres]
     num_genre_codes = 1 + max((max(g) for g in genre_codes if g), default=0)
     timestamps = data.columns["timestamp"][data.splits["train"]]
     return FeatureSet({
         "user_id": AttributeEmbedding(users, profile, num_profile_codes, dim=attr, id_dim=dim,
                                       name="user"),
-        "movie_id": AttributeEmbedding(data.movie_ids, genre_codes, num_genre_codes, dim=attr,
+        "item_id": AttributeEmbedding(data.item_ids, genre_codes, num_genre_codes, dim=attr,
                                        id_dim=dim, name="movie"),
         "timestamp": TimestampEmbedding.adapt_from(timestamps, num_buckets=50,
                                                    embedding_dim=attr, name="timestamp"),
@@ -353,7 +353,7 @@ class MultiTaskRankingRecipe(Recipe):
         test = data.split("test")
         rng = np.random.default_rng(0)
         sample = {k: np.asarray(test[k][:8]) for k in REQUEST_FEATURES}
-        candidates = data.movie_ids[rng.integers(0, len(data.movie_ids), size=(8, 20))]
+        candidates = data.item_ids[rng.integers(0, len(data.item_ids), size=(8, 20))]
         return RankerInputs(
             model=model,
             request_signature={k: tf.TensorSpec([None], dtype, name=k)

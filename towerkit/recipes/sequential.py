@@ -30,8 +30,8 @@ number of real items at the front of `history`. Strings are what clients have; t
 maps them to item indices with a `StringLookup` whose out-of-vocabulary index is 0, the padding
 index, so unknown or filtered-out movies are ignored like padding. Items beyond
 `history_length` are ignored too. With `--profile` (youtube_dnn, mind), the raw profile
-values are inputs as well: `user_age` (TFDS `bucketized_user_age`), `user_gender` (0/1) and
-`user_occupation` (TFDS `user_occupation_label`), int64 `[batch]`; unknown values count as
+values are inputs as well: `user_age` (the `user_age_bucket` column), `user_gender` (0/1) and
+`user_occupation`, int64 `[batch]`; unknown values count as
 missing, so a client without a user's profile sends -1 (or any value outside the vocabulary).
 `youtube_dnn` with the query-time example age (`--query-age last_history`, its default) also
 takes `query_timestamp`, int64 `[batch]`: Unix seconds of the query (the time of the user's
@@ -109,7 +109,7 @@ def tower_user_features(tower) -> set:
 def _dump(path: str, protocol: SequentialProtocol, split: str, topn: np.ndarray) -> None:
     users = protocol.split(split).user_ids
     np.savez(path, user_id=users.astype(bytes),
-             topn_movie_id=protocol.item_ids[topn].astype(bytes))
+             topn_item_id=protocol.item_ids[topn].astype(bytes))
 
 
 def _metrics(protocol: SequentialProtocol, split: str, topn: np.ndarray) -> dict:
@@ -229,7 +229,7 @@ class SequentialRecipe(Recipe):
         if params.get("genres"):
             if protocol.sequences.item_genres is None:
                 raise ValueError("--genres needs item genres: a MovieLens config with "
-                                 "movie_genres, or --item-features with a genres column.")
+                                 "item_genres, or --item-features with a genres column.")
             attributes["genres"] = protocol.sequences.item_genres
         model = SequentialRetrievalModel(tower, candidates, self.build_task(params, protocol),
                                          l2_normalize=bool(params["l2_normalize"]),

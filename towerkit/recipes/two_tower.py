@@ -1,14 +1,14 @@
 """The `two_tower` recipe: a two-tower retrieval model on MovieLens ratings.
 
 Split: the TFRS tutorials' shuffled 80/20 split (`tfrs_tutorial_split`, seeded by `--seed`).
-Candidates: every distinct `movie_id` of the dataset (TFDS ids are unique strings; titles are
+Candidates: every distinct `item_id` of the dataset (ids are unique strings; titles are
 kept for display). Feature sets:
 
-- `basic`: query `user_id`, candidate `movie_id` embeddings (the TFRS basic retrieval tutorial).
+- `basic`: query `user_id`, candidate `item_id` embeddings (the TFRS basic retrieval tutorial).
   Unlike the tutorial, the logQ correction and accidental-hit removal are on by default
   (`--no-logq --no-remove-accidental-hits` gives the tutorial's plain in-batch softmax).
-- `rich`: query `user_id`, `timestamp`, `raw_user_age`, `user_gender`,
-  `user_occupation_label`, `user_zip_code`; candidate `movie_id` and `movie_title` tokens
+- `rich`: query `user_id`, `timestamp`, `user_age`, `user_gender`,
+  `user_occupation`, `user_zip_code`; candidate `item_id` and `item_title` tokens
   (the TFRS featurization / context-features / deep-recommenders tutorials).
 
 A run directory holds `run.json`, `query_tower.json` / `candidate_tower.json` (Keras configs,
@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from towerkit import _validation as check
-from towerkit.data import recipe_data
+from towerkit.data import movielens, recipe_data
 from towerkit.data import (Vocabulary, take_rows,
                            tfrs_tutorial_split)
 from towerkit.features import (FeatureSet, IdEmbedding, NormalizedNumeric, TextEmbedding,
@@ -43,16 +43,16 @@ __all__ = ["TwoTowerRecipe", "QUERY_FEATURES", "CANDIDATE_FEATURES", "build_towe
 
 QUERY_FEATURES = {
     "basic": ("user_id",),
-    "rich": ("user_id", "timestamp", "raw_user_age", "user_gender", "user_occupation_label",
+    "rich": ("user_id", "timestamp", "user_age", "user_gender", "user_occupation",
              "user_zip_code"),
 }
-CANDIDATE_FEATURES = {"basic": ("movie_id",), "rich": ("movie_id", "movie_title")}
-CANDIDATE_ID = "movie_id"
-TITLE = "movie_title"
+CANDIDATE_FEATURES = {"basic": ("item_id",), "rich": ("item_id", "item_title")}
+CANDIDATE_ID = "item_id"
+TITLE = "item_title"
 KS = (1, 5, 10, 50, 100)
-_DTYPES = {"user_id": tf.string, "timestamp": tf.int64, "raw_user_age": tf.float32,
-           "user_gender": tf.bool, "user_occupation_label": tf.int64, "user_zip_code": tf.string,
-           "movie_id": tf.string, "movie_title": tf.string}
+_DTYPES = {"user_id": tf.string, "timestamp": tf.int64, "user_age": tf.float32,
+           "user_gender": tf.bool, "user_occupation": tf.int64, "user_zip_code": tf.string,
+           "item_id": tf.string, "item_title": tf.string}
 
 DEFAULT_PARAMS = {
     "features": "basic", "embedding_dim": 32, "layers": "", "optimizer": "adagrad",
@@ -99,12 +99,12 @@ def build_towers(params: dict, train: dict, catalogue_ids: np.ndarray,
         small = max(4, dim // 4)
         query["timestamp"] = TimestampEmbedding.adapt_from(train["timestamp"], num_buckets=1000,
                                                            embedding_dim=dim, name="timestamp")
-        query["raw_user_age"] = NormalizedNumeric.adapt_from(train["raw_user_age"],
-                                                             name="raw_user_age")
+        query["user_age"] = NormalizedNumeric.adapt_from(train["user_age"],
+                                                             name="user_age")
         query["user_gender"] = IdEmbedding([0, 1], small, name="user_gender")
-        query["user_occupation_label"] = IdEmbedding(
-            Vocabulary.from_values(train["user_occupation_label"]).as_list(), small,
-            name="user_occupation_label")
+        query["user_occupation"] = IdEmbedding(
+            Vocabulary.from_values(train["user_occupation"]).as_list(), small,
+            name="user_occupation")
         query["user_zip_code"] = IdEmbedding(
             Vocabulary.from_values(_column(train, "user_zip_code")).as_list(), small,
             name="user_zip_code")
@@ -279,6 +279,7 @@ class TwoTowerRecipe(Recipe):
                                  "(train it again).")
         query_tower = _deserialize(run_dir / "query_tower.json")
         candidate_tower = _deserialize(run_dir / "candidate_tower.json")
+        _check_feature_names(run_dir, query_tower, candidate_tower)
         test = data.split("test")
         query_tower(_tensor_dict({k: v[:2] for k, v in test.items()},
                                  QUERY_FEATURES[params["features"]]))
@@ -407,6 +408,21 @@ class TwoTowerRecipe(Recipe):
             candidate_titles=data.candidate_titles,
             tuning_queries={k: v[8:508] for k, v in test_queries.items()},
         )
+
+
+def _check_feature_names(run_dir, *towers) -> None:
+    """Runs trained when the recipes read tfds MovieLens names cannot be fed the dataset-free
+    columns: say so, instead of failing on a missing key."""
+    names = set()
+    for tower in towers:
+        tower_names = tower.feature_names
+        names.update(tower_names() if callable(tower_names) else tower_names)
+    legacy = sorted(n for n in names if n in movielens.RECIPE_NAMES or n.startswith("movie_"))
+    if legacy:
+        raise ValueError(f"Run {run_dir} reads the features {legacy}: tfds MovieLens names, "
+                         "which towerkit's recipes no longer use (see "
+                         "towerkit.data.movielens.RECIPE_NAMES); retrain the run with `towerkit "
+                         "train --overwrite` (SavedModels it exported keep serving).")
 
 
 def _deserialize(path: pathlib.Path):

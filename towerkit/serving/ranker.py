@@ -35,7 +35,7 @@ _PROBABILITY_TASKS = ("click", "like", "ctcvr")
 
 
 def score_candidates(model, requests: Mapping[str, tf.Tensor], candidates: tf.Tensor,
-                     candidate_feature: str = "movie_id") -> dict:
+                     candidate_feature: str = "item_id") -> dict:
     """Scores `[batch, n]` candidates per request with a ranker that scores flat exposures.
 
     Args:
@@ -105,7 +105,7 @@ class RankerServable(tf.Module):
     kind = "ranker"
 
     def __init__(self, model, request_signature: Mapping[str, tf.TensorSpec],
-                 candidate_feature: str = "movie_id"):
+                 candidate_feature: str = "item_id"):
         super().__init__(name="towerkit_ranker")
         specs = _specs(request_signature)
         if candidate_feature in specs:
@@ -175,7 +175,7 @@ class RetrieveThenRank(tf.Module):
     def __init__(self, index: Index, query_signature: Mapping[str, tf.TensorSpec], ranker,
                  request_signature: Mapping[str, tf.TensorSpec], retrieve: int, k: int,
                  fusion: Optional[Mapping[str, float]] = None, tasks=("click", "like", "ctcvr"),
-                 candidate_feature: str = "movie_id"):
+                 candidate_feature: str = "item_id"):
         super().__init__(name="towerkit_retrieve_then_rank")
         if not isinstance(index, Index):
             raise TypeError(f"index must be a built towerkit.index.Index, got "

@@ -108,7 +108,7 @@ class Retrieval(tfrs.tasks.Retrieval):
     ```python
     task = Retrieval(temperature=0.1, remove_accidental_hits=True,
                      sampling_vocabulary=vocab.as_list(), sampling_counts=vocab.counts)
-    loss = task(query_embeddings, candidate_embeddings, candidate_ids=movie_ids)
+    loss = task(query_embeddings, candidate_embeddings, candidate_ids=item_ids)
     ```
 
     Args:

@@ -37,7 +37,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import matplotlib.pyplot as plt
 
-from towerkit.data import Vocabulary, load_columns, take_rows, tfrs_tutorial_split
+from towerkit.data import Vocabulary, recipe_columns, take_rows, tfrs_tutorial_split
 from towerkit.features import FeatureSet, IdEmbedding
 from towerkit.index import BruteForce
 from towerkit.models import Tower, TwoTowerModel
@@ -61,12 +61,14 @@ for example in ratings.take(1):
     print({key: value.numpy() for key, value in example.items()})
 
 # %% [markdown]
-# `towerkit.data.load_columns` reads the same tfds dataset into NumPy columns (cached per
-# process), which makes splits and vocabularies simple array operations. We use the TFRS
+# `towerkit.data.recipe_columns` reads the same tfds dataset into NumPy columns (cached per
+# process) under towerkit's dataset-free names (`item_id`, `item_title`, `rating`, ...: the
+# names any interaction log gets, see tutorial 10), which makes splits and vocabularies simple
+# array operations. We use the TFRS
 # tutorials' exact 80/20 split (the same shuffled order), so numbers are comparable with theirs.
 
 # %%
-columns = load_columns("100k-ratings")
+columns = recipe_columns("100k-ratings")
 num_ratings = len(columns["user_id"])
 train_idx, test_idx = tfrs_tutorial_split(num_ratings, train_size=int(0.8 * num_ratings), seed=SEED)
 train, test = take_rows(columns, train_idx), take_rows(columns, test_idx)
@@ -77,11 +79,11 @@ def as_bytes(column):
 
 
 # The candidate corpus: every movie, once.
-movie_ids, first_row = np.unique(as_bytes(columns["movie_id"]), return_index=True)
-movie_titles = as_bytes(columns["movie_title"])[first_row]
-title_of = dict(zip(movie_ids, movie_titles))
+item_ids, first_row = np.unique(as_bytes(columns["item_id"]), return_index=True)
+item_titles = as_bytes(columns["item_title"])[first_row]
+title_of = dict(zip(item_ids, item_titles))
 print(f"{num_ratings} ratings, {len(np.unique(columns['user_id']))} users, "
-      f"{len(movie_ids)} movies; train {len(train_idx)}, test {len(test_idx)}")
+      f"{len(item_ids)} movies; train {len(train_idx)}, test {len(test_idx)}")
 assert len(train_idx) + len(test_idx) == num_ratings
 
 # %% [markdown]
@@ -97,7 +99,7 @@ assert len(train_idx) + len(test_idx) == num_ratings
 # %%
 user_vocabulary = Vocabulary.from_values(as_bytes(train["user_id"]))
 basic_query = Tower(FeatureSet({"user_id": IdEmbedding(user_vocabulary.as_list(), EMBEDDING_DIM)}))
-basic_candidate = Tower(FeatureSet({"movie_id": IdEmbedding(list(movie_ids), EMBEDDING_DIM)}))
+basic_candidate = Tower(FeatureSet({"item_id": IdEmbedding(list(item_ids), EMBEDDING_DIM)}))
 basic_model = TwoTowerModel(basic_query, basic_candidate, Retrieval())
 
 # %% [markdown]
@@ -119,20 +121,20 @@ def features(rows, keys):
 
 def top_k_accuracy(query_tower, candidate_tower, rows=test):
     candidate_keys = candidate_tower.feature_names
-    catalogue = {"movie_id": movie_ids, "movie_title": movie_titles}
+    catalogue = {"item_id": item_ids, "item_title": item_titles}
     candidates = candidate_tower({k: tf.constant(catalogue[k]) for k in candidate_keys})
-    index = BruteForce(k=max(KS)).index(candidates, identifiers=movie_ids)
+    index = BruteForce(k=max(KS)).index(candidates, identifiers=item_ids)
     queries = query_tower({k: tf.constant(v) for k, v in
                            features(rows, query_tower.feature_names).items()})
     _, top = index(queries)
-    hits = top.numpy().astype(bytes) == as_bytes(rows["movie_id"])[:, None]
+    hits = top.numpy().astype(bytes) == as_bytes(rows["item_id"])[:, None]
     return {k: float(hits[:, :k].any(axis=1).mean()) for k in KS}
 
 
-train_counts = dict(zip(*np.unique(as_bytes(train["movie_id"]), return_counts=True)))
+train_counts = dict(zip(*np.unique(as_bytes(train["item_id"]), return_counts=True)))
 most_rated = sorted(train_counts, key=lambda m: -train_counts[m])[:100]
-popularity_top100 = float(np.isin(as_bytes(test["movie_id"]), most_rated).mean())
-random_top100 = 100 / len(movie_ids)
+popularity_top100 = float(np.isin(as_bytes(test["item_id"]), most_rated).mean())
+random_top100 = 100 / len(item_ids)
 print(f"random top-100 accuracy {random_top100:.3f}, popularity baseline {popularity_top100:.3f}")
 
 
@@ -157,7 +159,7 @@ def train_with_curve(model, query_tower, candidate_tower, keys):
 
 
 basic_curve, basic_accuracy = train_with_curve(basic_model, basic_query, basic_candidate,
-                                               ["user_id", "movie_id"])
+                                               ["user_id", "item_id"])
 print({f"top_{k}": round(v, 3) for k, v in basic_accuracy.items()})
 assert basic_accuracy[100] > 2 * random_top100, "the model should beat a random ranking"
 
@@ -171,10 +173,10 @@ assert basic_accuracy[100] > 2 * random_top100, "the model should beat a random 
 # logit, which makes the in-batch loss an unbiased stand-in for the full softmax. Removing
 # *accidental hits* (in-batch negatives that are the positive movie itself, common for
 # blockbusters in a batch of 8,192) fixes the other distortion. Both need the candidate ids in
-# the batch: `candidate_id_key="movie_id"`. Tutorial 03 looks at this in more depth.
+# the batch: `candidate_id_key="item_id"`. Tutorial 03 looks at this in more depth.
 
 # %%
-train_movie_counts = Vocabulary.from_values(as_bytes(train["movie_id"]))
+train_movie_counts = Vocabulary.from_values(as_bytes(train["item_id"]))
 
 
 def corrected_task():
@@ -184,11 +186,11 @@ def corrected_task():
 
 
 logq_query = Tower(FeatureSet({"user_id": IdEmbedding(user_vocabulary.as_list(), EMBEDDING_DIM)}))
-logq_candidate = Tower(FeatureSet({"movie_id": IdEmbedding(list(movie_ids), EMBEDDING_DIM)}))
+logq_candidate = Tower(FeatureSet({"item_id": IdEmbedding(list(item_ids), EMBEDDING_DIM)}))
 logq_model = TwoTowerModel(logq_query, logq_candidate, corrected_task(),
-                           candidate_id_key="movie_id")
+                           candidate_id_key="item_id")
 logq_curve, logq_accuracy = train_with_curve(logq_model, logq_query, logq_candidate,
-                                             ["user_id", "movie_id"])
+                                             ["user_id", "item_id"])
 assert logq_accuracy[100] > 2 * random_top100, "the model should beat a random ranking"
 
 # %% [markdown]
@@ -210,11 +212,11 @@ assert logq_accuracy[100] > 2 * random_top100, "the model should beat a random r
 
 # %%
 rich_params = {"features": "rich", "embedding_dim": EMBEDDING_DIM, "layers": ""}
-rich_query, rich_candidate = build_towers(rich_params, train, movie_ids, movie_titles)
+rich_query, rich_candidate = build_towers(rich_params, train, item_ids, item_titles)
 print("query features:    ", rich_query.feature_names)
 print("candidate features:", rich_candidate.feature_names)
 rich_model = TwoTowerModel(rich_query, rich_candidate, corrected_task(),
-                           candidate_id_key="movie_id")
+                           candidate_id_key="item_id")
 rich_curve, rich_accuracy = train_with_curve(
     rich_model, rich_query, rich_candidate,
     sorted(set(rich_query.feature_names) | set(rich_candidate.feature_names)))
@@ -270,8 +272,8 @@ plt.show()
 
 # %%
 index = BruteForce(query_model=rich_query, k=10)
-index.index(rich_candidate({"movie_id": tf.constant(movie_ids),
-                            "movie_title": tf.constant(movie_titles)}), identifiers=movie_ids)
+index.index(rich_candidate({"item_id": tf.constant(item_ids),
+                            "item_title": tf.constant(item_titles)}), identifiers=item_ids)
 
 user = b"42"
 user_rows = np.flatnonzero(as_bytes(test["user_id"]) == user)
@@ -284,8 +286,8 @@ for rank, (movie, score) in enumerate(zip(top_ids[0].numpy(), scores[0].numpy())
     print(f"{rank:>3}. {title_of[movie].decode():<55} {score:6.2f}")
 assert len(set(top_ids[0].numpy())) == 10, "ten distinct movies"
 
-loved = [title_of[m].decode() for m, r in zip(as_bytes(test["movie_id"])[user_rows],
-                                             test["user_rating"][user_rows]) if r >= 5]
+loved = [title_of[m].decode() for m, r in zip(as_bytes(test["item_id"])[user_rows],
+                                             test["rating"][user_rows]) if r >= 5]
 print(f"\nUser {user.decode()} rated {len(loved)} test movies 5 stars, e.g.:", loved[:5])
 
 # %% [markdown]

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 import matplotlib.pyplot as plt
 
-from towerkit.data import Vocabulary, load_columns, take_rows, tfrs_tutorial_split
+from towerkit.data import Vocabulary, recipe_columns, take_rows, tfrs_tutorial_split
 from towerkit.features import FeatureSet, IdEmbedding
 from towerkit.index import BruteForce
 from towerkit.models import MLP, MultiTaskModel, Tower
@@ -42,12 +42,12 @@ from towerkit.tasks import Ranking, Retrieval
 # %% [markdown]
 # ## Data
 #
-# MovieLens 100K ratings through `tfds.load` (`towerkit.data.load_columns` wraps it), the TFRS
+# MovieLens 100K ratings through `tfds.load` (`towerkit.data.recipe_columns` wraps it, naming the columns `user_id`, `item_id`, `rating`, ...), the TFRS
 # tutorials' 80/20 split. Unlike retrieval, which only needs (user, movie) pairs, ranking uses
-# the label `user_rating` (1 to 5 stars).
+# the label `rating` (1 to 5 stars).
 
 # %%
-columns = load_columns("100k-ratings")
+columns = recipe_columns("100k-ratings")
 n = len(columns["user_id"])
 train_idx, test_idx = tfrs_tutorial_split(n, train_size=int(0.8 * n), seed=SEED)
 train, test = take_rows(columns, train_idx), take_rows(columns, test_idx)
@@ -57,20 +57,20 @@ def as_bytes(column):
     return np.asarray(column).astype(bytes)
 
 
-movie_ids, first = np.unique(as_bytes(columns["movie_id"]), return_index=True)
-title_of = dict(zip(movie_ids, as_bytes(columns["movie_title"])[first]))
-keys = ("user_id", "movie_id", "user_rating")
+item_ids, first = np.unique(as_bytes(columns["item_id"]), return_index=True)
+title_of = dict(zip(item_ids, as_bytes(columns["item_title"])[first]))
+keys = ("user_id", "item_id", "rating")
 
 
 def feature_dict(rows):
-    return {"user_id": as_bytes(rows["user_id"]), "movie_id": as_bytes(rows["movie_id"]),
-            "user_rating": rows["user_rating"].astype(np.float32)}
+    return {"user_id": as_bytes(rows["user_id"]), "item_id": as_bytes(rows["item_id"]),
+            "rating": rows["rating"].astype(np.float32)}
 
 
 train_data = tf.data.Dataset.from_tensor_slices(feature_dict(train)).shuffle(
     len(train_idx), seed=SEED).batch(BATCH_SIZE).cache()
 print(f"train {len(train_idx)} ratings, test {len(test_idx)}; mean train rating "
-      f"{train['user_rating'].mean():.2f}")
+      f"{train['rating'].mean():.2f}")
 
 # %% [markdown]
 # ## One model, two tasks
@@ -93,7 +93,7 @@ WEIGHTINGS = {"ranking only": (0.0, 1.0), "retrieval only": (1.0, 0.0), "joint":
 def make_model(retrieval_weight, ranking_weight):
     tf.keras.utils.set_random_seed(SEED)
     users = Tower(FeatureSet({"user_id": IdEmbedding(user_vocabulary, EMBEDDING_DIM)}))
-    movies = Tower(FeatureSet({"movie_id": IdEmbedding(list(movie_ids), EMBEDDING_DIM)}))
+    movies = Tower(FeatureSet({"item_id": IdEmbedding(list(item_ids), EMBEDDING_DIM)}))
     model = MultiTaskModel(users, movies, score_model=MLP([256, 64, 1]),
                            retrieval_task=Retrieval(), ranking_task=Ranking("regression"),
                            retrieval_weight=retrieval_weight, ranking_weight=ranking_weight)
@@ -113,11 +113,11 @@ test_features = {k: tf.constant(v) for k, v in feature_dict(test).items()}
 def evaluate(model):
     outputs = model(test_features)
     predicted = outputs["score"].numpy()[:, 0]
-    rmse = float(np.sqrt(np.mean((predicted - test["user_rating"]) ** 2)))
+    rmse = float(np.sqrt(np.mean((predicted - test["rating"]) ** 2)))
     index = BruteForce(k=100).index(
-        model.candidate_model({"movie_id": tf.constant(movie_ids)}), identifiers=movie_ids)
+        model.candidate_model({"item_id": tf.constant(item_ids)}), identifiers=item_ids)
     _, top = index(outputs["query_embedding"])
-    hits = top.numpy().astype(bytes) == as_bytes(test["movie_id"])[:, None]
+    hits = top.numpy().astype(bytes) == as_bytes(test["item_id"])[:, None]
     return {"rmse": rmse, "top_100": float(hits.any(axis=1).mean()),
             "top_10": float(hits[:, :10].any(axis=1).mean())}
 
@@ -136,8 +136,8 @@ for name, (retrieval_weight, ranking_weight) in WEIGHTINGS.items():
 # beat; a random ranking finds the rated movie in the top 100 with probability 100 / 1,682.
 
 # %%
-mean_rmse = float(np.sqrt(np.mean((train["user_rating"].mean() - test["user_rating"]) ** 2)))
-random_top100 = 100 / len(movie_ids)
+mean_rmse = float(np.sqrt(np.mean((train["rating"].mean() - test["rating"]) ** 2)))
+random_top100 = 100 / len(item_ids)
 print(f"{'weights (retrieval, ranking)':<32}{'RMSE':>8}{'top-10 acc':>12}{'top-100 acc':>13}")
 for name, (rw, kw) in WEIGHTINGS.items():
     r = results[name]
@@ -180,11 +180,11 @@ plt.show()
 # %%
 joint = models["joint"]
 index = BruteForce(query_model=joint.query_model, k=100).index(
-    joint.candidate_model({"movie_id": tf.constant(movie_ids)}), identifiers=movie_ids)
+    joint.candidate_model({"item_id": tf.constant(item_ids)}), identifiers=item_ids)
 user = b"42"
 _, retrieved = index({"user_id": tf.constant([user])})
 retrieved = retrieved.numpy()[0]
-pairs = {"user_id": tf.constant([user] * len(retrieved)), "movie_id": tf.constant(retrieved)}
+pairs = {"user_id": tf.constant([user] * len(retrieved)), "item_id": tf.constant(retrieved)}
 predicted_rating = joint(pairs)["score"].numpy()[:, 0]
 order = np.argsort(-predicted_rating)
 print(f"User {user.decode()}: 100 retrieved, top 10 after ranking by predicted rating")

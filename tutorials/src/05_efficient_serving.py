@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 import matplotlib.pyplot as plt
 
-from towerkit.data import load_columns
+from towerkit.data import recipe_columns
 from towerkit.index import Annoy, BruteForce, ScaNN, recall_at_k, tune_for_recall
 from towerkit.index.portable import PortableIndex
 from towerkit.recipes import get_recipe, make_run_config
@@ -66,7 +66,7 @@ movies = inputs.candidate_embeddings
 print("movie embeddings:", movies.shape)
 
 # One query vector per user: the user tower applied to every user id.
-users = np.unique(np.asarray(load_columns("100k-ratings")["user_id"]).astype(bytes))
+users = np.unique(np.asarray(recipe_columns("100k-ratings")["user_id"]).astype(bytes))
 user_vectors = inputs.query_model({"user_id": tf.constant(users)}).numpy()
 rng = np.random.default_rng(SEED)
 order = rng.permutation(len(users))[:NUM_USERS]

@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from towerkit import recipes
-from towerkit.data import load_columns, take_rows, tfrs_tutorial_split
+from towerkit.data import recipe_columns, take_rows, tfrs_tutorial_split
 from towerkit.index import BruteForce
 from towerkit.recipes import dat
 
@@ -72,12 +72,12 @@ def cosine(x, y):
     return np.where(norms > 0, np.sum(x * y, axis=1) / np.maximum(norms, 1e-12), 0.0)
 
 
-columns = load_columns("100k-ratings")
+columns = recipe_columns("100k-ratings")
 n = len(columns["user_id"])
 train_idx, _ = tfrs_tutorial_split(n, int(round(0.8 * n)), seed=SEED)
 sample = take_rows(columns, train_idx[:SAMPLE])
 sample = {"user_id": tf.constant(np.asarray(sample["user_id"]).astype(bytes)),
-          "movie_id": tf.constant(np.asarray(sample["movie_id"]).astype(bytes))}
+          "item_id": tf.constant(np.asarray(sample["item_id"]).astype(bytes))}
 
 
 class WatchAugmentedVectors(tf.keras.callbacks.Callback):

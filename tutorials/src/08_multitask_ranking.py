@@ -32,7 +32,7 @@ import numpy as np
 
 from towerkit import recipes, serving
 from towerkit.cli.export import export_retrieve_then_rank
-from towerkit.data import build_exposures, load_columns
+from towerkit.data import build_exposures, recipe_columns
 
 WORK = pathlib.Path(tempfile.mkdtemp(prefix="towerkit-08-"))
 
@@ -53,7 +53,7 @@ WORK = pathlib.Path(tempfile.mkdtemp(prefix="towerkit-08-"))
 # The exposures are split 80/10/10 (train / valid for early stopping / test) by a fixed seed.
 
 # %%
-ratings = load_columns("100k-ratings")
+ratings = recipe_columns("100k-ratings")
 data = build_exposures("100k-ratings", negatives_per_rating=1.0, seed=0, columns=ratings)
 c = data.columns
 print(f"{len(c['click']):,} exposures, click rate {c['click'].mean():.3f}, "
