@@ -106,20 +106,25 @@ def plain_tfrs_retrieval(movies, titles, users, train, test, metrics_in_training
 
 # ---- (b) the same recipe with towerkit -----------------------------------------------------------
 def towerkit_basic_retrieval(movies, titles, users, train, test, lookup_in_pipeline=True,
-                             jit_compile=False):
+                             jit_compile=False, unique_candidates=False):
     """towerkit's basic model; by default its ids are looked up once in the input pipeline.
 
     `lookup_in_pipeline`: the cached batches are mapped through `model.lookup_ids` (and cached
     again) inside the timed region, so the training step only gathers embedding rows; the towers
     still take raw string ids (the lookup stays in them for evaluation and serving).
     `jit_compile`: compile the training step with XLA (possible only without string ops in it).
+    `unique_candidates`: the model knows its candidate ids (`candidate_id_key`, the title the
+    candidate tower embeds) and scores each distinct title of a batch once (the same loss and
+    gradients as the `[batch, batch]` matrix, see `TwoTowerModel`).
     """
     tf.keras.utils.set_random_seed(SEED)
     query = Tower(FeatureSet({"user_id": IdEmbedding(users, DIM)}))
     candidate = Tower(FeatureSet({"movie_title": IdEmbedding(titles, DIM)}))
     task = Retrieval(metrics=tfrs.metrics.FactorizedTopK(
         candidates=movies.batch(128).map(lambda t: candidate({"movie_title": t}))))
-    model = TwoTowerModel(query, candidate, task)
+    model = TwoTowerModel(query, candidate, task,
+                          candidate_id_key="movie_title" if unique_candidates else None,
+                          unique_candidates=unique_candidates)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=LR),
                   jit_compile=jit_compile)
     data = train.map(model.lookup_ids).cache() if lookup_in_pipeline else train
@@ -216,6 +221,8 @@ THROUGHPUT_VARIANTS = {
     "b_towerkit": lambda m, t, u, tr, te: towerkit_basic_retrieval(m, t, u, tr, te),
     "b_towerkit_jit": lambda m, t, u, tr, te: towerkit_basic_retrieval(m, t, u, tr, te,
                                                                        jit_compile=True),
+    "b_towerkit_unique": lambda m, t, u, tr, te: towerkit_basic_retrieval(
+        m, t, u, tr, te, unique_candidates=True),
 }
 
 

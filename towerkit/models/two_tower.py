@@ -36,6 +36,12 @@ class TwoTowerModel(Model):
       candidate_id_key: str or None. Feature holding candidate ids (for logQ, accidental-hit
         removal and id-based metrics).
       sample_weight_key: str or None. Feature holding per-example weights.
+      unique_candidates: bool. In training, when the candidate tower reads nothing but the
+        candidate id (`candidate_id_key`, or its looked-up index) and has no dropout, embed
+        each distinct candidate of the batch once and score the queries against those
+        (`Retrieval.unique_candidates_loss`: the same loss and gradients from a
+        `[batch, distinct]` instead of a `[batch, batch]` score matrix; popular items repeat
+        in a batch). Falls back to the full matrix whenever that would change the loss.
 
     Call returns `{"query_embedding": [batch, dim], "candidate_embedding": [batch, dim]}`.
 
@@ -47,8 +53,9 @@ class TwoTowerModel(Model):
     def __init__(self, query_model: tf.keras.layers.Layer,
                  candidate_model: tf.keras.layers.Layer, task: Optional[Retrieval] = None,
                  candidate_id_key: Optional[str] = None, sample_weight_key: Optional[str] = None,
-                 **kwargs):
+                 unique_candidates: bool = True, **kwargs):
         super().__init__(**kwargs)
+        self.unique_candidates = bool(unique_candidates)
         self.query_model = query_model
         self.candidate_model = candidate_model
         self.task = task if task is not None else Retrieval()
@@ -84,8 +91,48 @@ class TwoTowerModel(Model):
                              f"to read; the batch has {sorted(features)}.")
         return features[key]
 
+    def _unique_candidate_key(self, features: Mapping[str, tf.Tensor]) -> Optional[str]:
+        """The feature to find the batch's distinct candidates by, or None when scoring them
+        once would not give the full-matrix loss."""
+        if not (self.unique_candidates and self.candidate_id_key
+                and isinstance(self.task, Retrieval) and self.task.supports_unique_candidates()):
+            return None
+        names = getattr(self.candidate_model, "feature_names", None)
+        names = names() if callable(names) else names
+        if list(names or ()) != [self.candidate_id_key] or any(
+                isinstance(layer, tf.keras.layers.Dropout)
+                for layer in self.candidate_model.submodules):
+            return None
+        index_key = self.candidate_id_key + INDEX_SUFFIX
+        # The looked-up index merges only ids with one embedding row (the OOV ones); the raw
+        # ids are needed where the loss reads ids (logQ, accidental hits).
+        if (index_key in features and self.task._sampling_table is None  # pylint: disable=protected-access
+                and not self.task._remove_accidental_hits):  # pylint: disable=protected-access
+            return index_key
+        return self.candidate_id_key if self.candidate_id_key in features else None
+
+    def _unique_candidates_loss(self, features, key: str, query_embeddings,
+                                training: bool) -> tf.Tensor:
+        values = tf.reshape(features[key], [-1])
+        distinct, positives = tf.unique(values)
+        num = tf.shape(distinct)[0]
+        first = tf.math.unsorted_segment_min(tf.range(tf.shape(values)[0]), positives, num)
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(positives), positives, num)
+        reads = [k for k in (self.candidate_id_key, self.candidate_id_key + INDEX_SUFFIX)
+                 if k in features]
+        unique_embeddings = self.candidate_model({k: tf.gather(features[k], first)
+                                                  for k in reads}, training=training)
+        ids = (tf.gather(tf.reshape(features[self.candidate_id_key], [-1]), first)
+               if self.candidate_id_key in features else None)
+        return self.task.unique_candidates_loss(
+            query_embeddings, unique_embeddings, positives, counts, unique_ids=ids,
+            sample_weight=self._get(features, self.sample_weight_key))
+
     def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query_embeddings = self.query_model(features, training=training)
+        key = self._unique_candidate_key(features) if training else None
+        if key is not None:
+            return self._unique_candidates_loss(features, key, query_embeddings, training)
         candidate_embeddings = self.candidate_model(features, training=training)
         return self.task(query_embeddings, candidate_embeddings,
                          candidate_ids=self._get(features, self.candidate_id_key),
@@ -100,6 +147,7 @@ class TwoTowerModel(Model):
             "task": tf.keras.layers.serialize(self.task),
             "candidate_id_key": self.candidate_id_key,
             "sample_weight_key": self.sample_weight_key,
+            "unique_candidates": self.unique_candidates,
         }
 
     @classmethod

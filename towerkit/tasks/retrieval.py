@@ -262,6 +262,64 @@ class Retrieval(tfrs.tasks.Retrieval):
         with tf.control_dependencies([u for u in updates if u is not None]):
             return tf.identity(loss)
 
+    def supports_unique_candidates(self) -> bool:
+        """Whether `unique_candidates_loss` gives this task's training loss: no hard-negative
+        mining and no in-batch metrics (both need the full `[batch, batch]` scores), and a
+        single replica (several gather their candidates first)."""
+        context = tf.distribute.get_replica_context()
+        return (self._num_hard_negatives is None and not self._batch_metrics
+                and (context is None or context.num_replicas_in_sync == 1))
+
+    def unique_candidates_loss(self, query_embeddings: tf.Tensor,
+                               unique_embeddings: tf.Tensor, positives: tf.Tensor,
+                               counts: tf.Tensor, unique_ids: Optional[tf.Tensor] = None,
+                               sample_weight: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """The in-batch softmax loss of `call`, from the batch's distinct candidates.
+
+        When the batch's candidates repeat (popular items), the `[batch, batch]` scores of
+        `call` hold each distinct candidate's column `n_u` times. Scoring the `U` distinct
+        candidates once and adding `log n_u` to their logits gives the same softmax
+        normaliser, so the same loss and gradients, from a `[batch, U]` score matrix. With
+        `remove_accidental_hits`, a query's own candidate counts once (its duplicates are the
+        masked accidental hits); the logQ term is per candidate, as in `call`.
+
+        Args:
+          query_embeddings: `[batch, dim]`.
+          unique_embeddings: `[U, dim]`, the embeddings of the distinct candidates.
+          positives: int `[batch]`: row of `unique_embeddings` that is query `i`'s positive.
+          counts: `[U]`: how often each distinct candidate occurs in the batch.
+          unique_ids: `[U]` ids of the distinct candidates (needed for the logQ correction).
+          sample_weight: `[batch]` weights of the queries.
+
+        Returns:
+          The summed loss (the value `call` returns for the full batch).
+        """
+        if not self.supports_unique_candidates():
+            raise ValueError("unique_candidates_loss cannot reproduce this task's loss (hard "
+                             "negatives, in-batch metrics or several replicas); call the task.")
+        queries = _float32(query_embeddings)
+        candidates = _float32(unique_embeddings)
+        if queries.shape.rank != 2:
+            raise ValueError(f"unique_candidates_loss needs [batch, dim] queries, got "
+                             f"{queries.shape}.")
+        positives = tf.cast(tf.reshape(positives, [-1]), tf.int32)
+        scores = tf.matmul(queries, candidates, transpose_b=True)
+        if self._temperature is not None:
+            scores = scores / self._temperature
+        if self._sampling_table is not None:
+            if unique_ids is None:
+                raise ValueError("unique_ids are required for the logQ correction.")
+            scores = scores - tf.math.log(self.sampling_probability(unique_ids))[tf.newaxis, :]
+        log_counts = tf.math.log(tf.cast(counts, tf.float32))[tf.newaxis, :]
+        if self._remove_accidental_hits:
+            own = tf.one_hot(positives, tf.shape(candidates)[0], dtype=tf.float32)
+            log_counts = log_counts * (1.0 - own)  # the positive's column counts once
+        positive_scores = tf.gather(scores, positives, batch_dims=1)
+        losses = tf.reduce_logsumexp(scores + log_counts, axis=1) - positive_scores
+        if sample_weight is not None:
+            losses = losses * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        return tf.reduce_sum(losses)
+
     def get_config(self) -> dict:
         config = super().get_config()
         config.update({
