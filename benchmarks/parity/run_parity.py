@@ -17,7 +17,7 @@ tutorial's candidate corpus (distinct movie titles for a/a'/b; distinct movie id
 candidate key is the unique id). Training throughput is examples/s over `fit` (all epochs).
 
 Usage:
-  TFDS_DATA_DIR=/work/shared/tfds python benchmarks/parity/run_parity.py [--json OUT.json]
+  TFDS_DATA_DIR=<tfds dir> python benchmarks/parity/run_parity.py [--json OUT.json]
 """
 
 from __future__ import annotations
