@@ -43,7 +43,7 @@ from towerkit.data import movielens
 from towerkit.data.columns import Columns
 
 __all__ = ["file_data", "rating_columns", "column_names", "is_file_data", "describe",
-           "check_data", "missing_fix", "ITEM_ROLES", "USER_ROLES"]
+           "check_data", "missing_fix", "tfds_name", "ITEM_ROLES", "USER_ROLES"]
 
 # Feature-table roles -> the per-interaction column names the recipes read.
 ITEM_ROLES = {"title": "item_title", "genres": "item_genres"}
@@ -138,7 +138,9 @@ def describe(config: dict) -> str:
     return config["data"]["path"] if is_file_data(config) else config["dataset"]
 
 
-def _tfds_name(config: dict) -> str:
+def tfds_name(config: dict) -> str:
+    """The tfds config of a run on a MovieLens ratings dataset (`100k-ratings`); raises naming
+    both ways to give a run its data otherwise."""
     dataset = config["dataset"]
     if not (dataset.startswith("movielens/") and dataset.endswith("-ratings")):
         raise ValueError(f"The {config.get('recipe', 'this')} recipe trains on an interaction "
@@ -154,7 +156,7 @@ def column_names(config: dict) -> set:
     of the mapped fields and of the feature tables' role columns (the tables are read).
     """
     if not is_file_data(config):
-        return set(movielens.recipe_feature_names(_tfds_name(config), config.get("data_dir")))
+        return set(movielens.recipe_feature_names(tfds_name(config), config.get("data_dir")))
     spec = config["data"]
     names = {_FIELDS["user"], _FIELDS["item"]}
     names.update(_FIELDS[_canonical(f)] for f in spec["columns"] if f in ("time", "rating"))
@@ -194,7 +196,7 @@ def rating_columns(config: dict) -> dict:
         message names the file, column and fix.
     """
     if not is_file_data(config):
-        return movielens.recipe_columns(_tfds_name(config), data_dir=config.get("data_dir"))
+        return movielens.recipe_columns(tfds_name(config), data_dir=config.get("data_dir"))
     return _file_columns(json.dumps(config["data"], sort_keys=True))
 
 

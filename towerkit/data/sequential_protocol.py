@@ -95,14 +95,7 @@ class SequentialProtocol:
         `kwargs` are `SequentialProtocol` arguments plus `min_item_interactions` and
         `min_user_interactions` (see `build_user_sequences`).
         """
-        defaults = {"max_history": 20, "split_seed": 1230, "train_fraction": 0.8,
-                    "valid_fraction": 0.1, "history_fraction": 0.8,
-                    "min_item_interactions": 5, "min_user_interactions": 5}
-        unknown = set(kwargs) - set(defaults)
-        if unknown:
-            raise TypeError(f"Unknown protocol argument(s) {sorted(unknown)}; expected some of "
-                            f"{sorted(defaults)}.")
-        key = tuple(sorted({**defaults, **kwargs}.items()))
+        key = _protocol_key(kwargs)
         return _cached_protocol(config, data_dir, key)
 
     @classmethod
@@ -112,16 +105,9 @@ class SequentialProtocol:
         from towerkit.data import recipe_data  # pylint: disable=import-outside-toplevel
 
         if not recipe_data.is_file_data(config):
-            name = recipe_data._tfds_name(config)  # pylint: disable=protected-access
-            return cls.from_tfds(name, data_dir=config.get("data_dir"), **kwargs)
-        defaults = {"max_history": 20, "split_seed": 1230, "train_fraction": 0.8,
-                    "valid_fraction": 0.1, "history_fraction": 0.8,
-                    "min_item_interactions": 5, "min_user_interactions": 5}
-        unknown = set(kwargs) - set(defaults)
-        if unknown:
-            raise TypeError(f"Unknown protocol argument(s) {sorted(unknown)}; expected some of "
-                            f"{sorted(defaults)}.")
-        key = tuple(sorted({**defaults, **kwargs}.items()))
+            return cls.from_tfds(recipe_data.tfds_name(config), data_dir=config.get("data_dir"),
+                                 **kwargs)
+        key = _protocol_key(kwargs)
         return _cached_file_protocol(json.dumps(config["data"], sort_keys=True), key)
 
     @property
@@ -188,6 +174,20 @@ class SequentialProtocol:
         if unknown:
             raise ValueError(f"Unknown feature(s) {unknown}; available: {sorted(columns)}.")
         return {n: columns[n] for n in names if n in columns}
+
+
+_PROTOCOL_DEFAULTS = {"max_history": 20, "split_seed": 1230, "train_fraction": 0.8,
+                      "valid_fraction": 0.1, "history_fraction": 0.8,
+                      "min_item_interactions": 5, "min_user_interactions": 5}
+
+
+def _protocol_key(kwargs: dict) -> tuple:
+    """The checked protocol arguments with their defaults, as a hashable cache key."""
+    unknown = set(kwargs) - set(_PROTOCOL_DEFAULTS)
+    if unknown:
+        raise TypeError(f"Unknown protocol argument(s) {sorted(unknown)}; expected some of "
+                        f"{sorted(_PROTOCOL_DEFAULTS)}.")
+    return tuple(sorted({**_PROTOCOL_DEFAULTS, **kwargs}.items()))
 
 
 @functools.lru_cache(maxsize=4)

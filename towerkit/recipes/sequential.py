@@ -91,7 +91,7 @@ def _check_movielens(config: dict) -> None:
             raise ValueError(f"The {config['recipe']} recipe orders each user's items by time: "
                              "pass --time-column C (the log's event-time column).")
         return
-    recipe_data._tfds_name(config)  # pylint: disable=protected-access
+    recipe_data.tfds_name(config)
 
 
 def tower_user_features(tower) -> set:
