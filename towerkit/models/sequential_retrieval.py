@@ -49,6 +49,11 @@ class SequentialRetrievalModel(tfrs.Model):
         means "unknown" and gives age 0 (the end of the training window). Ages of queries
         after `t_max` are negative (the feature is extrapolated, not clipped). Features
         without `query_timestamp` (training examples) keep their `example_age`.
+
+    References:
+      Covington et al., "Deep Neural Networks for YouTube Recommendations", RecSys 2016
+      (next-item retrieval as a softmax over the item table, example age):
+      https://doi.org/10.1145/2959100.2959190
     """
 
     def __init__(self, query_tower, candidate_embedding, task, l2_normalize: bool = False,
@@ -159,6 +164,12 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
 
     `query` returns the interests `[batch, num_interests, dim]` (retrieval); `compute_loss`
     reads one vector per target with `query_tower.training_vector` and feeds it to the task.
+
+    References:
+      Li et al., "Multi-Interest Network with Dynamic Routing for Recommendation at Tmall",
+      CIKM 2019 (label-aware attention in training): https://arxiv.org/abs/1904.08030
+      Cen et al., "Controllable Multi-Interest Framework for Recommendation", KDD 2020
+      (the interest closest to the target trains): https://arxiv.org/abs/2005.09347
     """
 
     def compute_loss(self, features, training: bool = False) -> tf.Tensor:
