@@ -67,7 +67,10 @@ def spec(own_files):
 
 
 def test_every_recipe_has_settings():
-    assert sorted(PARAMS) == available_recipes()
+    # towerkit's own recipes (other tests register recipes of their own).
+    built_in = [n for n in available_recipes()
+                if get_recipe(n).__module__.startswith("towerkit.recipes.")]
+    assert sorted(PARAMS) == built_in
 
 
 def test_file_columns_equal_tfds_columns(spec):
