@@ -153,6 +153,8 @@ def test_string_ids_train(own_files, tmp_path):
       "sku"], "no such file"),
     (["--model", "sasrec", "--data", "EVENTS", "--user-column", "uid", "--item-column", "sku",
       "--user-key", "uid"], "no --user-features table"),
+    (["--model", "sasrec", "--data", "OWNDIR", "--user-column", "uid", "--item-column", "sku"],
+     "is a directory; pass its files as a glob"),
     (["--model", "sasrec", "--data", "EVENTS", "--user-column", "uid", "--item-column", "sku"],
      "--time-column"),
     (["--model", "mmoe", "--data", "EVENTS", "--user-column", "uid", "--item-column", "sku",
@@ -161,7 +163,8 @@ def test_string_ids_train(own_files, tmp_path):
       "--item-column", "sku", "--time-column", "ts"], "'gender' column in --user-features"),
 ])
 def test_bad_own_data_flags_fail_before_work(argv, message, own_files, tmp_path, capsys):
-    argv = [str(own_files / "events.csv") if a == "EVENTS" else a for a in argv]
+    paths = {"EVENTS": str(own_files / "events.csv"), "OWNDIR": str(own_files)}
+    argv = [paths.get(a, a) for a in argv]
     try:  # flag errors exit through argparse; config errors return 2 with one line
         code = main(["train", "--out", str(tmp_path / "run"), *argv])
     except SystemExit as e:
@@ -197,3 +200,27 @@ def test_run_config_names_its_data_once(spec):
         make_run_config("sasrec", "movielens/100k-ratings", data=spec)
     with pytest.raises(ValueError, match="Pass the run's data once"):
         make_run_config("sasrec")
+
+
+def test_a_run_refuses_data_that_changed_after_training(own_files, tmp_path, capsys):
+    """The run config stores a fingerprint of its files; evaluating on edited files fails."""
+    import importlib
+
+    protocols = importlib.import_module("towerkit.data.sequential_protocol")
+    events = tmp_path / "events.csv"
+    events.write_bytes((own_files / "events.csv").read_bytes())
+    run = tmp_path / "run"
+    assert main(["train", "--model", "popularity", "--data", str(events), "--user-column", "uid",
+                 "--item-column", "sku", "--time-column", "ts", "--out", str(run)]) == 0
+    stored = json.loads((run / "run.json").read_text())["data"]["fingerprint"]
+    assert stored["files"] == 1 and stored["bytes"] == events.stat().st_size
+    assert main(["evaluate", str(run)]) == 0
+    frame = pd.read_csv(events)
+    frame.loc[0, "stars"] = 1.0  # one rating edited
+    frame.to_csv(events, index=False)
+    # A new process would read the files again: drop this process's caches.
+    recipe_data._file_columns.cache_clear()
+    protocols._cached_file_protocol.cache_clear()
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    assert "changed since it was trained" in capsys.readouterr().err

@@ -55,7 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "tables name their columns by role (items: title, genres; users: age, age_bucket, "
         "gender, occupation, zip_code), see towerkit.data.recipe_data")
     own.add_argument("--data", metavar="PATH", default=None,
-                     help="interaction log: CSV/TSV, Parquet or TFRecord file, directory or glob")
+                     help="interaction log: CSV/TSV, Parquet or TFRecord file, or a glob of them")
     own.add_argument("--data-format", choices=("csv", "parquet", "tfrecord"), default=None,
                      help="format of --data (default: from the extension)")
     own.add_argument("--user-column", metavar="C", help="user id column of --data")

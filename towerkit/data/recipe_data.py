@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from typing import Optional
@@ -43,7 +44,7 @@ from towerkit.data import movielens
 from towerkit.data.columns import Columns
 
 __all__ = ["file_data", "rating_columns", "column_names", "is_file_data", "describe",
-           "check_data", "missing_fix", "tfds_name", "ITEM_ROLES", "USER_ROLES"]
+           "check_data", "missing_fix", "tfds_name", "fingerprint", "ITEM_ROLES", "USER_ROLES"]
 
 # Feature-table roles -> the per-interaction column names the recipes read.
 ITEM_ROLES = {"title": "item_title", "genres": "item_genres"}
@@ -53,7 +54,7 @@ USER_ROLES = {"age": "user_age", "age_bucket": "user_age_bucket", "gender": "use
 _FIELDS = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "rating": "rating"}
 
 _SPEC_KEYS = ("path", "format", "columns", "user_features", "user_key", "item_features",
-              "item_key")
+              "item_key", "fingerprint")
 
 
 def file_data(path, user: str, item: str, time: Optional[str] = None,
@@ -63,7 +64,8 @@ def file_data(path, user: str, item: str, time: Optional[str] = None,
     """The `data` entry of a run config for an interaction log in files.
 
     Args:
-      path: str or path. A CSV/TSV, Parquet or TFRecord file, a directory or a glob of them.
+      path: str or path. A CSV/TSV, Parquet or TFRecord file, or a glob of them
+        (`logs/part-*.parquet`).
       user, item: str. The id columns (string or integer ids).
       time: str or None. Event time (integers or datetimes); the sequential recipes need it.
       rating: str or None. Explicit ratings; the multi-task rankers need them.
@@ -92,7 +94,45 @@ def file_data(path, user: str, item: str, time: Optional[str] = None,
             "item_features": _absolute(item_features, "--item-features"),
             "item_key": item_key}
     check_data(spec)
+    spec["fingerprint"] = fingerprint(spec)
     return spec
+
+
+def fingerprint(spec: dict) -> dict:
+    """Identifies the data files of a `data` entry: `{"files", "bytes", "sha256"}` over the
+    log's and the feature tables' files (names, sizes and contents, in order).
+
+    Stored in the run config, it lets `rating_columns` refuse files that changed after the
+    run was trained (a run evaluated on other data than it was trained on would mix them).
+    """
+    from towerkit.data import sources  # pylint: disable=import-outside-toplevel
+
+    digest = hashlib.sha256()
+    count = total = 0
+    for key in ("path", "user_features", "item_features"):
+        if spec.get(key) is None:
+            continue
+        for name in sources._files(spec[key]):  # pylint: disable=protected-access
+            size = os.path.getsize(name)
+            digest.update(f"{key}:{os.path.basename(name)}:{size}\n".encode())
+            with open(name, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            count, total = count + 1, total + size
+    return {"files": count, "bytes": total, "sha256": digest.hexdigest()}
+
+
+def _check_unchanged(spec: dict) -> None:
+    stored = spec.get("fingerprint")
+    if stored is None:
+        return
+    now = fingerprint(spec)
+    if now != stored:
+        raise ValueError(f"The data of this run changed since it was trained ({spec['path']} "
+                         f"and its feature tables: {stored['files']} files, {stored['bytes']:,} "
+                         f"bytes then; {now['files']} files, {now['bytes']:,} bytes, another "
+                         "content hash now); restore the files the run was trained on, or "
+                         "train a new run on the new data.")
 
 
 def _columns_dict(columns: Columns) -> dict:
@@ -105,8 +145,11 @@ def _absolute(path, flag: str) -> Optional[str]:
         return None
     text = os.fspath(path)
     if not any(ch in text for ch in "*?[") and not os.path.exists(text):
-        raise ValueError(f"{flag} {text}: no such file or directory; pass an existing file, "
-                         "a directory of files or a glob.")
+        raise ValueError(f"{flag} {text}: no such file; pass an existing file or a glob of "
+                         "files.")
+    if os.path.isdir(text):
+        raise ValueError(f"{flag} {text} is a directory; pass its files as a glob, e.g. "
+                         f"'{os.path.join(text, '*.parquet')}'.")
     return os.path.abspath(text)
 
 
@@ -227,6 +270,7 @@ def _file_columns(spec_json: str) -> dict:
 
     spec = json.loads(spec_json)
     check_data(spec)
+    _check_unchanged(spec)
     columns = Columns(**spec["columns"])
     user_table, item_table = _feature_table(spec, "user"), _feature_table(spec, "item")
     log = sources.read(spec["path"], columns, user_features=user_table,
