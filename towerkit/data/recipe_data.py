@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -88,7 +89,7 @@ def file_data(path, user: str, item: str, time: Optional[str] = None,
                              f"table, but no --{name}-features table was given; add one or "
                              "drop the key.")
     spec = {"path": _absolute(path, "--data"), "format": format,
-            "columns": {k: v for k, v in _columns_dict(columns).items() if v is not None},
+            "columns": {k: v for k, v in dataclasses.asdict(columns).items() if v is not None},
             "user_features": _absolute(user_features, "--user-features"),
             "user_key": user_key,
             "item_features": _absolute(item_features, "--item-features"),
@@ -133,11 +134,6 @@ def _check_unchanged(spec: dict) -> None:
                          f"bytes then; {now['files']} files, {now['bytes']:,} bytes, another "
                          "content hash now); restore the files the run was trained on, or "
                          "train a new run on the new data.")
-
-
-def _columns_dict(columns: Columns) -> dict:
-    return {"user": columns.user, "item": columns.item, "time": columns.time,
-            "rating": columns.rating}
 
 
 def _absolute(path, flag: str) -> Optional[str]:
