@@ -136,3 +136,19 @@ def test_sequence_recipe_on_two_workers_matches_one_process(tmp):
     assert workers["final_loss"] == pytest.approx(single["final_loss"], rel=1e-4)
     for name in ("valid_recall@20", "valid_recall@50", "valid_hr@20"):
         assert abs(workers[name] - single[name]) <= 0.005, name
+
+
+def test_own_files_on_two_workers_match_the_tfds_run_in_one_process(tmp, own_files):
+    """`--data` reaches every worker: YouTube-DNN on a renamed CSV copy of MovieLens 100K,
+    2 workers, against one process on the tfds dataset."""
+    single = _single(tmp, "yt_tfds_single", YOUTUBE)
+    run = tmp / "yt_own_workers"
+    code, out, err = _launch([*YOUTUBE, "--data", str(own_files / "events.csv"),
+                              "--user-column", "uid", "--item-column", "sku",
+                              "--time-column", "ts", "--out", str(run)])
+    assert code == 0, err[-3000:]
+    assert json.loads((run / "run.json").read_text())["data"]["columns"]["user"] == "uid"
+    workers = _metrics(run)
+    assert workers["final_loss"] == pytest.approx(single["final_loss"], rel=1e-4)
+    for name in ("valid_recall@20", "valid_recall@50", "valid_hr@20"):
+        assert abs(workers[name] - single[name]) <= 0.005, name
