@@ -42,7 +42,7 @@ from typing import Optional
 import numpy as np
 
 from towerkit.data import movielens
-from towerkit.data.columns import Columns
+from towerkit.data.columns import CANONICAL, Columns
 
 __all__ = ["file_data", "rating_columns", "column_names", "is_file_data", "describe",
            "check_data", "missing_fix", "tfds_name", "fingerprint", "ITEM_ROLES", "USER_ROLES"]
@@ -198,7 +198,8 @@ def column_names(config: dict) -> set:
         return set(movielens.recipe_feature_names(tfds_name(config), config.get("data_dir")))
     spec = config["data"]
     names = {_FIELDS["user"], _FIELDS["item"]}
-    names.update(_FIELDS[_canonical(f)] for f in spec["columns"] if f in ("time", "rating"))
+    field_of = {attr: field for field, attr in CANONICAL.items()}  # "time" -> "timestamp"
+    names.update(_FIELDS[field_of[f]] for f in spec["columns"] if f in ("time", "rating"))
     for field, roles in (("user", USER_ROLES), ("item", ITEM_ROLES)):
         table = _feature_table(spec, field)
         if table is not None:
@@ -215,10 +216,6 @@ def missing_fix(config: dict, missing) -> str:
         flags.update({column: f"a {role!r} column in --{field}-features"
                       for role, column in roles.items()})
     return "add " + ", ".join(flags.get(m, m) for m in missing)
-
-
-def _canonical(field: str) -> str:
-    return {"time": "timestamp"}.get(field, field)
 
 
 def rating_columns(config: dict) -> dict:

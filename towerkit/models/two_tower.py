@@ -106,8 +106,7 @@ class TwoTowerModel(Model):
         index_key = self.candidate_id_key + INDEX_SUFFIX
         # The looked-up index merges only ids with one embedding row (the OOV ones); the raw
         # ids are needed where the loss reads ids (logQ, accidental hits).
-        if (index_key in features and self.task._sampling_table is None  # pylint: disable=protected-access
-                and not self.task._remove_accidental_hits):  # pylint: disable=protected-access
+        if index_key in features and not self.task.reads_candidate_ids:
             return index_key
         return self.candidate_id_key if self.candidate_id_key in features else None
 

@@ -223,8 +223,7 @@ class Retrieval(tfrs.tasks.Retrieval):
                 f"Expected query embeddings [batch, dim] (or [batch, heads, dim]) and candidate "
                 f"embeddings [num_candidates, dim], got {query_embeddings.shape} and "
                 f"{candidate_embeddings.shape}.")
-        needs_ids = self._sampling_table is not None or self._remove_accidental_hits
-        if needs_ids and candidate_ids is None:
+        if self.reads_candidate_ids and candidate_ids is None:
             raise ValueError("candidate_ids are required when the logQ correction or "
                              "remove_accidental_hits is enabled; pass candidate_ids=... .")
         queries, candidates = query_embeddings, candidate_embeddings
@@ -261,6 +260,11 @@ class Retrieval(tfrs.tasks.Retrieval):
                    for metric in self.factorized_metrics]
         with tf.control_dependencies([u for u in updates if u is not None]):
             return tf.identity(loss)
+
+    @property
+    def reads_candidate_ids(self) -> bool:
+        """Whether the loss reads candidate ids (logQ correction or accidental-hit removal)."""
+        return self._sampling_table is not None or self._remove_accidental_hits
 
     def supports_unique_candidates(self) -> bool:
         """Whether `unique_candidates_loss` gives this task's training loss: no hard-negative
