@@ -7,9 +7,13 @@ compiles `time_saved_model.c` against the TensorFlow wheel's own headers and lib
 the truth. The timed process loads the SavedModel with `TF_LoadSessionFromSavedModel` and calls
 `TF_SessionRun`: the SavedModelBundle + Session::Run path of TensorFlow Serving's C++ server,
 without the per-call cost of Python (about 0.25-0.3 ms) and without the server's RPC layer.
+`--inter-op -1` (the default) runs the ops in the calling thread, `--inter-op 1` in a
+one-thread pool that every call waits for (TF Serving's default configuration uses pools).
+Settings, if any, assign scalar variables of the SavedModel by name (the portable index has
+none: its search setting is part of its graph, one export per setting).
 
-  python measure_c_api.py MODEL QUERIES.npy TRUTH.npy '[{"leaves_to_search": 40}]' \
-      --batches 1 256 --budget-s 10 --max-queries 1000 [--build-dir DIR]
+  python measure_c_api.py MODEL QUERIES.npy TRUTH.npy '[]' \
+      --batches 1 256 --budget-s 10 --max-queries 1000 [--inter-op -1] [--build-dir DIR]
 """
 
 import hashlib
@@ -66,6 +70,8 @@ def signature_tensors(model: str):
 
 def main() -> None:
     parser = measurement_parser("model", "JSON list of {variable name: value} dicts")
+    parser.add_argument("--inter-op", type=int, default=-1,
+                        help="the session's inter_op_parallelism_threads (-1: calling thread)")
     parser.add_argument("--build-dir", default=None,
                         help="where the compiled timer is cached (default: a temporary dir)")
     args = parser.parse_args()
@@ -83,7 +89,8 @@ def main() -> None:
             for batch in args.batches:
                 cmd = [str(binary), args.model, input_name, ids_name, str(queries_file),
                        str(len(queries)), str(queries.shape[1]), str(batch),
-                       str(args.max_queries), str(args.budget_s), str(ids_file), *knobs]
+                       str(args.max_queries), str(args.budget_s), str(ids_file),
+                       str(args.inter_op), *knobs]
                 result = subprocess.run(cmd, capture_output=True, text=True)
                 if result.returncode != 0:
                     raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")

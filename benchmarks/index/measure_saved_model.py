@@ -1,10 +1,10 @@
 """Times an exported towerkit index SavedModel in a clean process (TensorFlow and NumPy only).
 
 Run by `run_benchmark.py`; prints one JSON line. Fails if towerkit, scann, annoy or TFRS got
-imported. Settings are applied by assigning the SavedModel's own knob variables (e.g. the
-portable index's `leaves_to_search`), exactly what a re-export with that setting would hold.
+imported. Settings, if any, assign scalar variables of the SavedModel by name (the portable
+index has none: its search setting is part of its graph, one export per setting).
 
-  python measure_saved_model.py MODEL QUERIES.npy TRUTH.npy '[{"leaves_to_search": 40}]' \
+  python measure_saved_model.py MODEL QUERIES.npy TRUTH.npy '[]' \
       --batches 1 256 --budget-s 10 --max-queries 1000 [--session]
 
 Two ways to call the export: the TF2 signature function (`tf.saved_model.load(...).signatures`,

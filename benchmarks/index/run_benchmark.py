@@ -70,6 +70,30 @@ def clean_process(model, queries_path, truth_path, settings, args, batches=(1, 2
     return json.loads(result.stdout.strip().splitlines()[-1])["rows"]
 
 
+def export_settings(index, settings, base):
+    """One SavedModel per search setting: `[(setting, path)]` (the portable index's setting is
+    part of its graph, as in a deployment that exports the tuned index)."""
+    exports = []
+    for setting in settings:
+        index.set_search_params(**setting)
+        path = pathlib.Path(base) / "_".join(f"{key}{value}" for key, value in setting.items())
+        shutil.rmtree(path, ignore_errors=True)
+        save_index(index, path)
+        exports.append((dict(setting), path))
+    return exports
+
+
+def measure_exports(exports, queries_path, truth_path, args, batches=(1, 256),
+                    script="measure_saved_model.py", extra=()):
+    """`clean_process` over every export of `export_settings`, rows labelled by setting."""
+    rows = []
+    for setting, path in exports:
+        for row in clean_process(path, queries_path, truth_path, [], args, batches,
+                                 script=script, extra=extra):
+            rows.append({**row, "setting": setting})
+    return rows
+
+
 def run_size(n: int, args) -> dict:
     work = pathlib.Path(args.workdir) / str(n)
     work.mkdir(parents=True, exist_ok=True)
@@ -145,15 +169,19 @@ def run_size(n: int, args) -> dict:
     methods["portable_saved_model"] = {
         "points": [], "build_s": scann_build + portable_build, "portable_build_s": portable_build,
         "save_s": save_s, "size_bytes": portable.size_bytes(),
-        "saved_model_bytes": dir_bytes(portable_dir), "tuned": {
+        "saved_model_bytes": dir_bytes(portable_dir), "settings": dict(portable.settings),
+        "tuned": {
             "setting": tune["setting"], "recall": tune["recall"], "num_settings_tried":
             len(tune["tried"]), "tune_s": tune_s,
             "one_query_recall": tune["one_query_recall"], "tuning_queries": num_tune}}
-    del portable
+    shutil.rmtree(portable_dir, ignore_errors=True)
+    leaves = portable.settings["num_leaves"]
     portable_settings = [
-        {"leaves_to_search": max(1, int(round(f * num_leaves))), "blocks_to_search": b}
+        {"leaves_to_search": max(1, int(round(f * leaves))), "blocks_to_search": b}
         for f in args.portable_leaf_fractions for b in args.portable_blocks]
     portable_settings.append(dict(tune["setting"]))
+    exports = export_settings(portable, portable_settings, portable_dir)
+    del portable
     floor_dir = work / "empty_signature"
     save_empty_signature(floor_dir, candidates.shape[1])
     methods["empty_saved_model_call"] = {"points": [], "note": "returns zeros: recall 0; the "
@@ -175,31 +203,40 @@ def run_size(n: int, args) -> dict:
     scann_settings = [{"leaves_to_search": max(1, int(round(frac * num_leaves))),
                        "reorder": reorder}
                       for frac in args.scann_leaf_fractions for reorder in args.scann_reorder]
+    pool = c_api + ["--inter-op", "1"]
+    floor = [({}, floor_dir)]
     measured = (
         # A fine grid, so that ScaNN's fastest setting at recall >= 0.95 is found (not the
         # next coarse step above it): leaves searched x reorder depth.
-        ("native_scann", "measure_scann.py", scann_dir, scann_settings, []),
-        ("portable_saved_model", "measure_saved_model.py", portable_dir, portable_settings, []),
-        ("portable_saved_model_session", "measure_saved_model.py", portable_dir,
-         portable_settings, ["--session"]),
-        ("portable_saved_model_c_api", "measure_c_api.py", portable_dir, portable_settings,
-         c_api),
-        ("empty_saved_model_call", "measure_saved_model.py", floor_dir, [], []),
-        ("empty_saved_model_session", "measure_saved_model.py", floor_dir, [], ["--session"]),
-        ("empty_saved_model_c_api", "measure_c_api.py", floor_dir, [], c_api))
+        ("native_scann", "measure_scann.py", None, scann_settings, []),
+        ("portable_saved_model", "measure_saved_model.py", exports, None, []),
+        ("portable_saved_model_session", "measure_saved_model.py", exports, None, ["--session"]),
+        ("portable_saved_model_c_api", "measure_c_api.py", exports, None, c_api),
+        ("portable_saved_model_c_api_pool", "measure_c_api.py", exports, None, pool),
+        ("empty_saved_model_call", "measure_saved_model.py", floor, None, []),
+        ("empty_saved_model_session", "measure_saved_model.py", floor, None, ["--session"]),
+        ("empty_saved_model_c_api", "measure_c_api.py", floor, None, c_api),
+        ("empty_saved_model_c_api_pool", "measure_c_api.py", floor, None, pool))
     for method, *_ in measured[1:]:
         methods.setdefault(method, {"points": []})
-    for suffix in ("session", "c_api"):
+    for suffix in ("session", "c_api", "c_api_pool"):
         methods[f"portable_saved_model_{suffix}"].update(
             {k: v for k, v in methods["portable_saved_model"].items() if k != "points"})
         methods[f"empty_saved_model_{suffix}"]["note"] = methods["empty_saved_model_call"]["note"]
-    methods["empty_saved_model_c_api"]["note"] = ("returns zeros: recall 0; the cost of one "
-                                                  "TF_SessionRun call from C")
+    for suffix, how in (("c_api", "ops in the calling thread"),
+                        ("c_api_pool", "ops in a one-thread pool")):
+        methods[f"empty_saved_model_{suffix}"]["note"] = (
+            f"returns zeros: recall 0; the cost of one TF_SessionRun call from C, {how}")
     for r in range(args.rounds):
-        for method, script, path, settings, extra in measured:
+        for method, script, targets, settings, extra in measured:
             log(f"n={n}: round {r + 1}/{args.rounds}: {method} (own process)")
-            for row in clean_process(path, work / "queries.npy", truth_path, settings, args,
-                                     script=script, extra=extra):
+            if targets is None:
+                rows = clean_process(scann_dir, work / "queries.npy", truth_path, settings, args,
+                                     script=script, extra=extra)
+            else:
+                rows = measure_exports(targets, work / "queries.npy", truth_path, args,
+                                       script=script, extra=extra)
+            for row in rows:
                 keep(method, row["setting"], row["batch"], row["recall"], row["qps"],
                      row["cpu_qps"], row["queries"])
     for (method, _, batch), runs in rounds.items():

@@ -9,11 +9,13 @@ Here a search touches a few hundred candidates, and the fixed per-call cost of a
 Methods, each timed in processes of its own, in alternating rounds:
   * native ScaNN (tree + AH + reorder, one thread; `measure_scann.py`) over a grid of leaves
     searched x reorder depth;
-  * towerkit's `PortableIndex` built on that ScaNN searcher's own partition, exported with
-    `save_index` and called through TensorFlow's C API from C (`measure_c_api.py`: the
-    SavedModelBundle + Session::Run path of TF Serving's C++ server), over a grid of leaves x
-    blocks around its `tune(target_recall=0.95)` setting;
-  * an empty SavedModel through the C API (the per-call floor).
+  * towerkit's `PortableIndex` built on that ScaNN searcher's own partition, one export
+    (`save_index`) per setting of a grid of leaves x blocks around its
+    `tune(target_recall=0.95)` setting, called through TensorFlow's C API from C
+    (`measure_c_api.py`: the SavedModelBundle + Session::Run path of TF Serving's C++ server),
+    in two session configurations: ops run in the calling thread (inter-op threads -1) and
+    in a one-thread pool that each call hands its work to (inter-op threads 1);
+  * an empty SavedModel through the C API in both configurations (the per-call floor).
 For every round the fastest point of each method with recall@10 >= 0.95 is taken (CPU
 queries/s, one thread), and the ratio portable / ScaNN is computed within the round; the
 summary reports the median and range over rounds.
@@ -40,15 +42,19 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
-from run_benchmark import clean_process, save_empty_signature  # noqa: E402  (imports towerkit)
+from run_benchmark import (clean_process, export_settings, measure_exports,  # noqa: E402
+                           save_empty_signature)  # (imports towerkit)
 import scann  # noqa: E402
 
 from clustered_data import clustered_dataset, exact_top_k  # noqa: E402
-from towerkit.index import PortableIndex, save_index  # noqa: E402
+from towerkit.index import PortableIndex  # noqa: E402
 
 K = 10
 TARGET = 0.95
 BATCHES = (1, 256)
+# The two session configurations of the C API process (`measure_c_api.py --inter-op`).
+CONFIGS = {"c_api": "Ops in the calling thread (inter_op_parallelism_threads -1):",
+           "c_api_pool": "Ops in a one-thread pool (inter_op_parallelism_threads 1):"}
 
 
 def log(*args):
@@ -116,9 +122,6 @@ def main():
     log(f"tuned: {tune['setting']} recall {tune['recall']:.3f}")
     settings = dict(portable.settings)
     portable_dir = work / "portable"
-    shutil.rmtree(portable_dir, ignore_errors=True)
-    save_index(portable, portable_dir)
-    del portable
     tuned_leaves = tune["setting"]["leaves_to_search"]
     tuned_blocks = tune["setting"]["blocks_to_search"]
     leaves_grid = args.portable_leaves or sorted(
@@ -127,46 +130,37 @@ def main():
         {max(1, tuned_blocks - 4), tuned_blocks, tuned_blocks + 4})
     portable_settings = [{"leaves_to_search": leaves, "blocks_to_search": blocks}
                          for leaves in leaves_grid for blocks in blocks_grid]
+    shutil.rmtree(portable_dir, ignore_errors=True)
+    exports = export_settings(portable, portable_settings, portable_dir)
+    del portable
     scann_settings = [{"leaves_to_search": leaves, "reorder": reorder}
                       for leaves in args.scann_leaves for reorder in args.scann_reorder]
     floor_dir = work / "empty_signature"
     save_empty_signature(floor_dir, candidates.shape[1])
 
     c_api = ["--build-dir", str(work / "c_build")]
-    measured = (("native_scann", "measure_scann.py", scann_dir, scann_settings, []),
-                ("portable_c_api", "measure_c_api.py", portable_dir, portable_settings, c_api),
-                ("empty_c_api", "measure_c_api.py", floor_dir, [], c_api))
+    pool = c_api + ["--inter-op", "1"]
+    floor = [({}, floor_dir)]
+    measured = (("native_scann", "measure_scann.py", None, []),
+                ("portable_c_api", "measure_c_api.py", exports, c_api),
+                ("empty_c_api", "measure_c_api.py", floor, c_api),
+                ("portable_c_api_pool", "measure_c_api.py", exports, pool),
+                ("empty_c_api_pool", "measure_c_api.py", floor, pool))
     rounds = []
     for r in range(args.rounds):
         this = {}
-        for method, script, path, grid, extra in measured:
+        for method, script, targets, extra in measured:
             log(f"round {r + 1}/{args.rounds}: {method}")
-            this[method] = clean_process(path, queries_path, truth_path, grid, args,
-                                         batches=BATCHES, script=script, extra=extra)
+            if targets is None:
+                this[method] = clean_process(scann_dir, queries_path, truth_path,
+                                             scann_settings, args, batches=BATCHES,
+                                             script=script)
+            else:
+                this[method] = measure_exports(targets, queries_path, truth_path, args,
+                                               batches=BATCHES, script=script, extra=extra)
         rounds.append(this)
 
-    summary = {}
-    for batch in BATCHES:
-        per_round = []
-        for this in rounds:
-            ours = best_at_target(this["portable_c_api"], batch)
-            theirs = best_at_target(this["native_scann"], batch)
-            floor = [row for row in this["empty_c_api"] if row["batch"] == batch][0]
-            per_round.append({
-                "native_scann": theirs, "portable_c_api": ours, "empty_c_api_cpu_qps":
-                floor["cpu_qps"], "ratio": (ours["cpu_qps"] / theirs["cpu_qps"]
-                                            if ours and theirs else None)})
-        ratios = [p["ratio"] for p in per_round if p["ratio"] is not None]
-        pick = lambda m: [p[m]["cpu_qps"] for p in per_round if p[m]]
-        summary[batch] = {
-            "rounds": per_round,
-            "ratio_median": statistics.median(ratios) if ratios else None,
-            "ratio_range": [min(ratios), max(ratios)] if ratios else None,
-            "native_scann_median": statistics.median(pick("native_scann")),
-            "portable_c_api_median": (statistics.median(pick("portable_c_api"))
-                                      if pick("portable_c_api") else None),
-            "empty_c_api_median": statistics.median(p["empty_c_api_cpu_qps"]
-                                                    for p in per_round)}
+    summary = {config: summarize(rounds, config) for config in CONFIGS}
     result = {
         "n": n, "dim": int(candidates.shape[1]), "k": K, "spread_scale": args.spread_scale,
         "num_queries": args.num_queries, "scann_num_leaves": num_leaves,
@@ -181,29 +175,56 @@ def main():
     print_table(result)
 
 
+def summarize(rounds, config):
+    """Per batch: each round's best point of native ScaNN and of the portable export through
+    the C API in `config` (`c_api` or `c_api_pool`), their ratio, medians over rounds."""
+    summary = {}
+    for batch in BATCHES:
+        per_round = []
+        for this in rounds:
+            ours = best_at_target(this[f"portable_{config}"], batch)
+            theirs = best_at_target(this["native_scann"], batch)
+            floor = [row for row in this[f"empty_{config}"] if row["batch"] == batch][0]
+            per_round.append({
+                "native_scann": theirs, "portable": ours, "empty_cpu_qps": floor["cpu_qps"],
+                "ratio": ours["cpu_qps"] / theirs["cpu_qps"] if ours and theirs else None})
+        ratios = [p["ratio"] for p in per_round if p["ratio"] is not None]
+        pick = lambda m: [p[m]["cpu_qps"] for p in per_round if p[m]]  # noqa: E731
+        summary[batch] = {
+            "rounds": per_round,
+            "ratio_median": statistics.median(ratios) if ratios else None,
+            "ratio_range": [min(ratios), max(ratios)] if ratios else None,
+            "native_scann_median": statistics.median(pick("native_scann")),
+            "portable_median": (statistics.median(pick("portable")) if pick("portable")
+                                else None),
+            "empty_median": statistics.median(p["empty_cpu_qps"] for p in per_round)}
+    return summary
+
+
 def describe(row, key):
     return (f"{row['cpu_qps']:,.0f} ({row['recall']:.3f}, "
             + ", ".join(f"{v}" for v in row["setting"].values()) + ")") if row else "not reached"
 
 
 def print_table(result):
-    print("\n| batch | native ScaNN CPU-QPS | portable, C API CPU-QPS | ratio, median (range) "
-          "| empty SavedModel, C API |")
-    print("|---|---|---|---|---|")
-    for batch, s in result["summary"].items():
-        ratio = (f"**{s['ratio_median']:.2f}x** ({s['ratio_range'][0]:.2f}-"
-                 f"{s['ratio_range'][1]:.2f})" if s["ratio_median"] else "-")
-        print(f"| {batch} | {s['native_scann_median']:,.0f} | "
-              f"{s['portable_c_api_median'] or 0:,.0f} | {ratio} | "
-              f"{s['empty_c_api_median']:,.0f} |")
-    print("\nPer round (CPU-QPS; recall, setting):\n")
-    print("| round | batch | native ScaNN | portable, C API | ratio |")
-    print("|---|---|---|---|---|")
-    for batch, s in result["summary"].items():
-        for i, p in enumerate(s["rounds"]):
-            ratio = f"{p['ratio']:.2f}x" if p["ratio"] else "-"
-            print(f"| {i + 1} | {batch} | {describe(p['native_scann'], 'cpu_qps')} | "
-                  f"{describe(p['portable_c_api'], 'cpu_qps')} | {ratio} |")
+    for config, title in CONFIGS.items():
+        print(f"\n{title}\n")
+        print("| batch | native ScaNN CPU-QPS | portable, C API CPU-QPS | ratio, median (range) "
+              "| empty SavedModel, C API |")
+        print("|---|---|---|---|---|")
+        for batch, s in result["summary"][config].items():
+            ratio = (f"**{s['ratio_median']:.2f}x** ({s['ratio_range'][0]:.2f}-"
+                     f"{s['ratio_range'][1]:.2f})" if s["ratio_median"] else "-")
+            print(f"| {batch} | {s['native_scann_median']:,.0f} | "
+                  f"{s['portable_median'] or 0:,.0f} | {ratio} | {s['empty_median']:,.0f} |")
+        print("\n| round | batch | native ScaNN (recall; leaves, reorder) | portable, C API "
+              "(recall; leaves, blocks) | ratio |")
+        print("|---|---|---|---|---|")
+        for batch, s in result["summary"][config].items():
+            for i, p in enumerate(s["rounds"]):
+                ratio = f"{p['ratio']:.2f}x" if p["ratio"] else "-"
+                print(f"| {i + 1} | {batch} | {describe(p['native_scann'], 'cpu_qps')} | "
+                      f"{describe(p['portable'], 'cpu_qps')} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,18 @@
 // `measure_c_api.py`, which passes the signature's tensor names and reads the ids back.
 //
 //   time_saved_model MODEL_DIR INPUT_TENSOR OUTPUT_TENSOR QUERIES.f32 NUM_QUERIES DIM BATCH
-//                    MAX_QUERIES BUDGET_S OUTPUT_FILE [VARIABLE=VALUE ...]
+//                    MAX_QUERIES BUDGET_S OUTPUT_FILE INTER_OP [VARIABLE=VALUE ...]
+//
+// INTER_OP is the session's inter_op_parallelism_threads: -1 runs every op in the calling
+// thread (TensorFlow's DirectSession does so for a negative value; TF Serving's
+// --tensorflow_inter_op_parallelism sets it), 1 hands every call to a one-thread pool and
+// waits for it (two thread switches per call).
 //
 // VARIABLE=VALUE assigns a scalar variable of the SavedModel (e.g. leaves_to_search=200) before
 // timing, as a re-export with that value would hold it. One warm-up call, then passes over the
 // first MAX_QUERIES queries in calls of BATCH until BUDGET_S seconds (as `timing.timed`); the
 // outputs of the first pass are written to OUTPUT_FILE (raw bytes) and one JSON line goes to
-// stdout. One intra-op and one inter-op thread.
+// stdout. One intra-op thread.
 
 #include <stdint.h>
 #include <stdio.h>
@@ -61,6 +66,17 @@ static TF_Output tensor(TF_Graph *graph, const char *name) {
 }
 
 static void no_dealloc(void *data, size_t len, void *arg) {}
+
+// Appends a protobuf varint (an int32 field's negative value takes 10 bytes).
+static size_t put_varint(unsigned char *out, uint64_t value) {
+  size_t n = 0;
+  do {
+    unsigned char byte = value & 0x7f;
+    value >>= 7;
+    out[n++] = byte | (value ? 0x80 : 0);
+  } while (value);
+  return n;
+}
 
 // Assigns VALUE to the one resource variable whose shared name's last component starts with NAME.
 static void assign(TF_Graph *graph, TF_Session *session, const char *name, const char *value,
@@ -117,9 +133,10 @@ static void assign(TF_Graph *graph, TF_Session *session, const char *name, const
 }
 
 int main(int argc, char **argv) {
-  if (argc < 11) {
+  if (argc < 12) {
     fprintf(stderr, "usage: %s MODEL_DIR INPUT_TENSOR OUTPUT_TENSOR QUERIES.f32 NUM_QUERIES DIM "
-                    "BATCH MAX_QUERIES BUDGET_S OUTPUT_FILE [VARIABLE=VALUE ...]\n", argv[0]);
+                    "BATCH MAX_QUERIES BUDGET_S OUTPUT_FILE INTER_OP [VARIABLE=VALUE ...]\n",
+            argv[0]);
     return 2;
   }
   const int num_queries = atoi(argv[5]), dim = atoi(argv[6]), batch = atoi(argv[7]);
@@ -140,16 +157,17 @@ int main(int argc, char **argv) {
 
   TF_Status *status = TF_NewStatus();
   TF_SessionOptions *options = TF_NewSessionOptions();
-  // ConfigProto { intra_op_parallelism_threads: 1, inter_op_parallelism_threads: 1 }
-  const unsigned char config[] = {0x10, 0x01, 0x28, 0x01};
-  TF_SetConfig(options, config, sizeof config, status);
+  // ConfigProto { intra_op_parallelism_threads: 1, inter_op_parallelism_threads: INTER_OP }
+  unsigned char config[16] = {0x10, 0x01, 0x28};
+  const size_t config_size = 3 + put_varint(config + 3, (uint64_t)(int64_t)atoi(argv[11]));
+  TF_SetConfig(options, config, config_size, status);
   check(status, "session config");
   TF_Graph *graph = TF_NewGraph();
   const char *tags[] = {"serve"};
   TF_Session *session =
       TF_LoadSessionFromSavedModel(options, NULL, argv[1], tags, 1, graph, NULL, status);
   check(status, "loading the SavedModel");
-  for (int i = 11; i < argc; i++) {
+  for (int i = 12; i < argc; i++) {
     char *eq = strchr(argv[i], '=');
     if (!eq) {
       fprintf(stderr, "expected VARIABLE=VALUE, got %s\n", argv[i]);

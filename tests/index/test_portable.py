@@ -41,16 +41,46 @@ def test_layout_hand_derived():
     centroids = np.array([[1, 1], [-2, 0]], np.float32)
     layout = portable_search.build_layout(vectors, centroids, np.array([0, 1, 0, 1]), block_size=2)
     np.testing.assert_array_equal(layout["leaf_blocks"], [0, 1, 2])
-    np.testing.assert_array_equal(layout["block_rows"], [[0, 2], [1, 3]])
-    np.testing.assert_array_equal(layout["blocks"], vectors[[[0, 2], [1, 3]]])
+    # Block 2 is the empty block that pads the leaf table: no rows, zero vectors, key bias -inf.
+    np.testing.assert_array_equal(layout["block_rows"], [[0, 2], [1, 3], [-1, -1]])
+    np.testing.assert_array_equal(layout["blocks"][:2], vectors[[[0, 2], [1, 3]]])
+    np.testing.assert_array_equal(layout["blocks"][2], 0)
+    # One block per leaf: leaf_width 2 (the power of two >= 1.5), second column padded.
+    np.testing.assert_array_equal(layout["leaf_table"], [[0, 2], [1, 2]])
+    np.testing.assert_array_equal(layout["block_keys"][:, 3], [0, 0, -np.inf])
     # Block centres are the means: (0.5, 1) and (-2, 0.5).
-    np.testing.assert_allclose(layout["block_keys"][:, :2], [[0.5, 1], [-2, 0.5]])
+    np.testing.assert_allclose(layout["block_keys"][:2, :2], [[0.5, 1], [-2, 0.5]])
     np.testing.assert_array_equal(layout["leaf_keys"][:2].T, centroids)
     # Leaf spread: residuals to (1,1) are (0,-1), (-1,1): mean squared norm 1.5 over 2 dims
     # -> sqrt(0.75); leaf 1: (1,0), (-1,1) -> the same. Block radius: residuals to the block
     # means are (+-0.5, -+1) and (+-1, -+0.5), all of norm sqrt(1.25).
     np.testing.assert_allclose(layout["leaf_keys"][2], [np.sqrt(0.75)] * 2, rtol=1e-6)
-    np.testing.assert_allclose(layout["block_keys"][:, 2], [np.sqrt(1.25)] * 2, rtol=1e-6)
+    np.testing.assert_allclose(layout["block_keys"][:2, 2], [np.sqrt(1.25)] * 2, rtol=1e-6)
+
+
+def test_large_leaves_are_cut_into_leaf_width_runs():
+    # Leaf 0 holds 5 blocks of 2 (10 points), leaf 1 one block; leaf_width 2 cuts leaf 0 into
+    # runs of 2, 2 and 1 blocks (balanced), each with the mean and spread of its own points.
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(12, 3)).astype(np.float32)
+    assignment = np.array([0] * 10 + [1] * 2)
+    centroids = np.stack([vectors[:10].mean(0), vectors[10:].mean(0)]).astype(np.float32)
+    layout = portable_search.build_layout(vectors, centroids, assignment, block_size=2,
+                                          leaf_width=2)
+    np.testing.assert_array_equal(layout["leaf_blocks"], [0, 2, 4, 5, 6])
+    np.testing.assert_array_equal(layout["leaf_table"], [[0, 1], [2, 3], [4, 6], [5, 6]])
+    rows = layout["block_rows"]
+    for leaf in range(3):
+        held = rows[layout["leaf_blocks"][leaf]:layout["leaf_blocks"][leaf + 1]].ravel()
+        points = vectors[held]
+        np.testing.assert_allclose(layout["leaf_keys"][:3, leaf], points.mean(0), rtol=1e-5,
+                                   atol=1e-6)
+        spread = np.sqrt(((points - points.mean(0)) ** 2).sum(1).mean() / 3)
+        np.testing.assert_allclose(layout["leaf_keys"][3, leaf], spread, rtol=1e-5)
+    # The small leaf keeps the partition's centre; every row is kept once.
+    np.testing.assert_allclose(layout["leaf_keys"][:3, 3], centroids[1])
+    np.testing.assert_array_equal(np.sort(rows[rows >= 0]), np.arange(12))
+    assert portable_search.default_leaf_width(np.array([5, 1, 0])) == 8  # 1.5 x 3 -> 8
 
 
 def test_block_radius_is_the_largest_residual_norm():
@@ -60,7 +90,7 @@ def test_block_radius_is_the_largest_residual_norm():
     points = np.array([[0, 0], [3, 0], [0, 3]], np.float32)
     layout = portable_search.build_layout(points, np.array([[1, 1]], np.float32),
                                           np.zeros(3, np.int64), block_size=4)
-    np.testing.assert_allclose(layout["block_keys"], [[1, 1, np.sqrt(5)]], rtol=1e-6)
+    np.testing.assert_allclose(layout["block_keys"][0], [1, 1, np.sqrt(5), 0], rtol=1e-6)
     rng = np.random.default_rng(0)
     for q in rng.normal(size=(50, 2)).astype(np.float32):
         bound = q @ [1, 1] + np.linalg.norm(q) * np.sqrt(5)
@@ -79,6 +109,7 @@ def test_layout_pads_the_last_block_and_keeps_every_row_once():
     np.testing.assert_array_equal(np.sort(rows[rows >= 0]), np.arange(203))
     sizes = np.bincount(assignment, minlength=5)
     np.testing.assert_array_equal(np.diff(layout["leaf_blocks"]), -(-sizes // 8))
+    assert layout["leaf_table"].shape == (5, portable_search.default_leaf_width(-(-sizes // 8)))
     for leaf in range(5):
         held = rows[layout["leaf_blocks"][leaf]:layout["leaf_blocks"][leaf + 1]]
         assert set(held[held >= 0].tolist()) == set(np.flatnonzero(assignment == leaf).tolist())
@@ -180,8 +211,12 @@ def test_batch_size_does_not_change_results(built, data):
     np.testing.assert_array_equal(_rows(built, queries[:70], 300), one)
 
 
-def _numpy_search(layout, queries, k, probes, searched, leaf_weight, block_weight):
-    """The three steps of `portable_search`, written again in NumPy, one query at a time."""
+def _numpy_search(layout, queries, k, probes, searched, leaf_weight, block_weight,
+                  padded=False):
+    """The three steps of `portable_search`, written again in NumPy, one query at a time.
+
+    `padded`: the fixed-shape graph of small searches, which always keeps the exact top leaves.
+    """
     lay = {name: np.asarray(value) for name, value in layout.items()}
     dim = lay["blocks"].shape[2]
     centres_t, leaf_spread = lay["leaf_keys"][:dim], lay["leaf_keys"][dim]
@@ -191,7 +226,7 @@ def _numpy_search(layout, queries, k, probes, searched, leaf_weight, block_weigh
     for q in queries:
         norm = np.linalg.norm(q)
         leaf_scores = q @ centres_t + leaf_weight * norm * leaf_spread
-        if num_leaves >= portable_search.SAMPLED_MIN_LEAVES and probes >= 64:
+        if not padded and num_leaves >= portable_search.SAMPLED_MIN_LEAVES and probes >= 64:
             sample = leaf_scores[::portable_search.SAMPLE_STRIDE]
             cut = np.sort(sample)[::-1][-(-probes // portable_search.SAMPLE_STRIDE) - 1]
             leaves = np.flatnonzero(leaf_scores >= cut)
@@ -208,15 +243,21 @@ def _numpy_search(layout, queries, k, probes, searched, leaf_weight, block_weigh
     return np.array(out)
 
 
+@pytest.mark.parametrize("padded", [True, False])
 @pytest.mark.parametrize("num_leaves, probes, searched", [(100, 10, 6), (1024, 96, 12)])
-def test_search_matches_a_numpy_reimplementation(data, num_leaves, probes, searched):
-    # Small partition (exact top-k of leaves) and a large one (the sampled leaf cut), with few
-    # blocks so that the result is far from exact and every step matters.
+def test_search_matches_a_numpy_reimplementation(data, monkeypatch, num_leaves, probes, searched,
+                                                 padded):
+    # Small partition (exact top-k of leaves) and a large one (the ragged graph takes the
+    # sampled leaf cut), with few blocks so that the result is far from exact and every step
+    # matters; each through the fixed-shape graph of small searches and the ragged one.
     candidates, queries, _ = data
     index = PortableIndex(k=10, num_leaves=num_leaves, leaves_to_search=probes,
                           blocks_to_search=searched, leaf_spread_weight=0.7,
                           block_spread_weight=1.5).index(candidates)
-    expected = _numpy_search(index._layout, queries[:60], 10, probes, searched, 0.7, 1.5)
+    layout = index._layout
+    small = portable_search.padded_floats(layout, probes, searched)
+    monkeypatch.setattr(portable_search, "PADDED_MAX_FLOATS", small if padded else small - 1)
+    expected = _numpy_search(layout, queries[:60], 10, probes, searched, 0.7, 1.5, padded)
     for batch in (1, 60):
         np.testing.assert_array_equal(np.sort(_rows(index, queries[:60], batch), axis=1),
                                       np.sort(expected, axis=1))

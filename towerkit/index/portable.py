@@ -15,7 +15,7 @@ from towerkit.index.base import Index
 
 _LOG = logging.getLogger("towerkit.index")
 
-_INT_KNOBS = ("num_leaves", "leaves_to_search", "blocks_to_search", "block_size",
+_INT_KNOBS = ("num_leaves", "leaves_to_search", "blocks_to_search", "block_size", "leaf_width",
               "training_iterations", "training_sample_size")
 
 
@@ -79,7 +79,7 @@ class PortableIndex(Index):
     def __init__(self, query_model: Optional[tf.keras.Model] = None, k: int = 10,
                  num_leaves: Optional[int] = None, leaves_to_search: Optional[int] = None,
                  blocks_to_search: Optional[int] = None, block_size: int = 32,
-                 leaf_spread_weight: float = 1.0, block_spread_weight: float = 0.2,
+                 leaf_width: Optional[int] = None, leaf_spread_weight: float = 1.0, block_spread_weight: float = 0.2,
                  training_iterations: int = 12, training_sample_size: Optional[int] = None,
                  avq: Optional[float] = None, scann_artifacts_dir: Optional[str] = None,
                  name: Optional[str] = None, **kwargs) -> None:
@@ -93,6 +93,8 @@ class PortableIndex(Index):
           blocks_to_search: int. Blocks of those leaves scored exactly per query (default
             `max(64, 4 * k / block_size)`).
           block_size: int. Candidates per block (default 32).
+          leaf_width: int. The most blocks of one leaf: larger k-means leaves are cut into
+            several (default: the power of two >= 1.5x the mean blocks of a leaf).
           leaf_spread_weight: float >= 0. Weight of `|q| * spread` in the leaf ranking.
           block_spread_weight: float >= 0. Weight of `|q| * radius` in the block ranking (the
             radius is the largest distance of a block's candidate from its centre; weight 1
@@ -112,7 +114,7 @@ class PortableIndex(Index):
         super().__init__(query_model=query_model, k=k, name=name, **kwargs)
         given = {"num_leaves": num_leaves, "leaves_to_search": leaves_to_search,
                  "blocks_to_search": blocks_to_search, "block_size": block_size,
-                 "training_iterations": training_iterations,
+                 "leaf_width": leaf_width, "training_iterations": training_iterations,
                  "training_sample_size": training_sample_size}
         for knob in _INT_KNOBS:
             _check_int(knob, given[knob], "or None (derived from the catalogue size)")
@@ -122,6 +124,7 @@ class PortableIndex(Index):
         self._requested = {"num_leaves": num_leaves, "leaves_to_search": leaves_to_search,
                            "blocks_to_search": blocks_to_search}
         self._block_size = int(block_size)
+        self._leaf_width = None if leaf_width is None else int(leaf_width)
         self._weights = {"leaf_spread_weight": float(leaf_spread_weight),
                          "block_spread_weight": float(block_spread_weight)}
         self._training_iterations = int(training_iterations)
@@ -131,11 +134,11 @@ class PortableIndex(Index):
                                      else os.fspath(scann_artifacts_dir))
         self.settings = None
         self._layout = None
-        self._knobs = None
         self._search_fn = None
 
     def get_config(self) -> dict:
         config = {"k": self._k, **self._requested, "block_size": self._block_size,
+                  "leaf_width": self._leaf_width,
                   **self._weights, "training_iterations": self._training_iterations,
                   "training_sample_size": self._training_sample_size, "avq": self._avq,
                   "scann_artifacts_dir": self._scann_artifacts_dir, "name": self.name}
@@ -171,41 +174,48 @@ class PortableIndex(Index):
             partition = portable_scann.scann_partition(
                 candidates, settings["num_leaves"], training_sample_size=self._training_sample_size,
                 training_iterations=self._training_iterations, avq=self._avq)
-        settings["leaves_to_search"] = min(settings["leaves_to_search"], settings["num_leaves"])
         layout = portable_search.build_layout(candidates, partition.centroids,
                                               partition.assignment, block_size=self._block_size,
+                                              leaf_width=self._leaf_width,
                                               progress=self._progress)
         sizes = np.bincount(partition.assignment, minlength=settings["num_leaves"])
-        settings.update(block_size=self._block_size, num_blocks=int(layout["blocks"].shape[0]),
+        # Leaves searched are the k-means leaves after cutting the large ones (`leaf_width`).
+        settings.update(kmeans_leaves=settings["num_leaves"],
+                        num_leaves=int(layout["leaf_keys"].shape[1]),
+                        leaf_width=int(layout["leaf_table"].shape[1]),
+                        block_size=self._block_size, num_blocks=int(layout["blocks"].shape[0]) - 1,
                         leaf_size_min=int(sizes.min()), leaf_size_max=int(sizes.max()),
                         **self._weights)
+        settings["leaves_to_search"] = min(settings["leaves_to_search"], settings["num_leaves"])
         settings["blocks_to_search"] = min(settings["blocks_to_search"], settings["num_blocks"])
         self._layout = {name: self._add_state(name, value) for name, value in layout.items()}
-        self._knobs = {
-            "leaves_to_search": self._add_state(
-                "leaves_to_search", tf.constant(settings["leaves_to_search"], tf.int32)),
-            "blocks_to_search": self._add_state(
-                "blocks_to_search", tf.constant(settings["blocks_to_search"], tf.int32)),
-            **{name: self._add_state(name, tf.constant(value, tf.float32))
-               for name, value in self._weights.items()}}
         self.settings = settings
         self._search_fn = None
         _LOG.info("PortableIndex: %s", settings)
 
+    def _knobs(self) -> dict:
+        return {name: self.settings[name] for name in
+                ("leaves_to_search", "blocks_to_search", "leaf_spread_weight",
+                 "block_spread_weight")}
+
     def _search(self, queries: tf.Tensor, k):
+        # The knobs are constants of the graph (a SavedModel holds the setting it was saved
+        # with): a small search then compiles to one fixed-shape graph without branches.
         if not tf.executing_eagerly():
             # Inside a caller's graph (a SavedModel signature): the search ops go straight into
             # it. A nested tf.function would add an identity op per input when it is inlined,
             # and on small searches the executed op count sets the speed.
-            return portable_search.search(self._layout, queries, k, **self._knobs,
+            return portable_search.search(self._layout, queries, k, **self._knobs(),
                                           max_k=self._k)
         if self._search_fn is None:
-            # One traced graph for eager calls (the chunk loop of a large batch must run as a
-            # while loop, not as Python).
+            # One traced graph for eager calls per setting (`set_search_params` drops it; the
+            # chunk loop of a large batch must run as a while loop, not as Python).
+            knobs = self._knobs()
+
             @tf.function(input_signature=[tf.TensorSpec([None, self._dim], tf.float32),
                                           tf.TensorSpec([], tf.int32)])
             def search_fn(queries, k):
-                return portable_search.search(self._layout, queries, k, **self._knobs,
+                return portable_search.search(self._layout, queries, k, **knobs,
                                               max_k=self._k)
             self._search_fn = search_fn
         return self._search_fn(queries, tf.convert_to_tensor(k, tf.int32))
@@ -235,13 +245,13 @@ class PortableIndex(Index):
             if value is not None:
                 _check_int(knob, value)
                 self.settings[knob] = int(min(value, self.settings[limit]))
-                self._knobs[knob].assign(self.settings[knob])
+                self._search_fn = None
         for knob, value in (("leaf_spread_weight", leaf_spread_weight),
                             ("block_spread_weight", block_spread_weight)):
             if value is not None:
                 _check_weight(knob, value)
                 self.settings[knob] = float(value)
-                self._knobs[knob].assign(float(value))
+                self._search_fn = None
         return self
 
     def tuning_grid(self, k: int) -> list:

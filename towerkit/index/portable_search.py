@@ -58,6 +58,9 @@ SAMPLED_MIN_LEAVES = 1024
 SAMPLED_MIN_PROBES = 64
 SAMPLE_STRIDE = 4
 _NEG_INF = float("-inf")
+# Searches gathering at most this many floats per query (keys and candidates) run as one
+# fixed-shape graph (`_search_padded`): 96 KB a query, 24 MB for a batch of 256.
+PADDED_MAX_FLOATS = 24_576
 _KMEANS_ITERATIONS = 6
 
 
@@ -98,26 +101,48 @@ def split_leaf(points: np.ndarray, block_size: int, rng: np.random.Generator) ->
     return np.lexsort((x @ direction, cluster_rank[labels])).astype(np.int64)
 
 
+def default_leaf_width(blocks_per_leaf: np.ndarray) -> int:
+    """Row width of the leaf table: the power of two >= 1.5x the mean blocks of a non-empty leaf.
+
+    Leaves with more blocks are split (see `build_layout`); on the small-search benchmark (894
+    leaves of 7.5 blocks on average, the largest 371) this is 16 and splits 3% of the leaves.
+    """
+    filled = blocks_per_leaf[blocks_per_leaf > 0]
+    mean = float(filled.mean()) if filled.size else 1.0
+    return int(2 ** np.ceil(np.log2(max(1.5 * mean, 1.0))))
+
+
 def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.ndarray,
-                 block_size: int = 32, seed: int = 0,
+                 block_size: int = 32, leaf_width: Optional[int] = None, seed: int = 0,
                  progress: Optional[Callable[[str], None]] = None) -> dict[str, np.ndarray]:
     """Splits every leaf into blocks and lays the candidates out for `search`.
 
+    A leaf of more than `leaf_width` blocks is cut into consecutive runs of at most that many
+    blocks (balanced), each a leaf of its own with the centre and spread of its candidates: the
+    blocks of a leaf are laid out along its main direction, so a run is a compact region. Then
+    every leaf's blocks fit one row of `leaf_table`, which lets small searches run as one
+    fixed-shape graph (`_search_padded`).
+
     Args:
       embeddings: `[n, dim]` float32 candidates.
-      centroids: `[num_leaves, dim]` float32 leaf centres.
+      centroids: `[num_leaves, dim]` float32 leaf centres (the k-means partition).
       assignment: `[n]` int leaf of every candidate.
       block_size: int. Candidates per block (the last block of a leaf may hold fewer).
+      leaf_width: Optional int >= 1, the most blocks of one leaf (default `default_leaf_width`).
       seed: int. Seed of the per-leaf k-means initialisation (the layout is deterministic).
       progress: Optional callable receiving progress messages (about every 10% of the leaves).
 
     Returns:
-      dict of arrays: `leaf_keys [dim + 1, L]` (leaf centres, transposed, and a last row of
-      leaf spreads), `leaf_blocks [L + 1]` int64, `block_keys [B, dim + 1]` (block centres and
-      a last column of block radii), `blocks [B, block_size, dim]` float32 (zero padding)
-      and `block_rows [B, block_size]` int64 (original candidate row, -1 for padding). With the
-      spread or radius stored beside the centre, `[q, weight * |q|] . key` is the whole ranking
-      score in one matmul (no separate gather).
+      dict of arrays, with `L` leaves after splitting and `B` blocks:
+      `leaf_keys [dim + 1, L]` (leaf centres, transposed, and a last row of leaf spreads),
+      `leaf_blocks [L + 1]` int64 (the blocks of leaf `l` are `leaf_blocks[l]:leaf_blocks[l+1]`),
+      `leaf_table [L, leaf_width]` int32 (the same blocks, padded with block `B`),
+      `block_keys [B + 1, dim + 2]` (block centres, a column of block radii and a column of
+      biases: 0, and -inf for the empty block `B`), `blocks [B + 1, block_size, dim]` float32
+      (zero padding; block `B` is empty) and `block_rows [B + 1, block_size]` int64 (original
+      candidate row, -1 for padding). With the spread or radius stored beside the centre,
+      `[q, weight * |q|] . key` (and `[q, weight * |q|, 1] . key` for blocks) is the whole
+      ranking score in one product.
     """
     embeddings = np.asarray(embeddings, np.float32)
     centroids = np.asarray(centroids, np.float32)
@@ -125,54 +150,78 @@ def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.n
     rng = np.random.default_rng(seed)
     order = np.argsort(assignment, kind="stable")
     bounds = np.searchsorted(assignment[order], np.arange(num_leaves + 1))
-    leaf_blocks = np.zeros(num_leaves + 1, np.int64)
-    leaf_spread = np.zeros(num_leaves, np.float32)
-    row_chunks = []
+    blocks_per_leaf = -(-np.diff(bounds) // block_size)
+    width = int(leaf_width) if leaf_width is not None else default_leaf_width(blocks_per_leaf)
+    leaf_centres, leaf_spreads, leaf_sizes, row_chunks = [], [], [], []
     step = max(1, num_leaves // 10)
+    total = 0
+
+    def add_leaf(rows, centre):
+        points = embeddings[rows[rows >= 0]]
+        residual = points - centre
+        leaf_centres.append(centre)
+        leaf_spreads.append(np.sqrt((residual * residual).sum(1).mean() / dim)
+                            if len(points) else 0.0)
+        leaf_sizes.append(rows.shape[0])
+        row_chunks.append(rows)
+
     for leaf in range(num_leaves):
         members = order[bounds[leaf]:bounds[leaf + 1]]
         if members.size:
-            points = embeddings[members]
-            residual = points - centroids[leaf]
-            leaf_spread[leaf] = np.sqrt((residual * residual).sum(1).mean() / dim)
-            members = members[split_leaf(points, block_size, rng)]
-            padded = -np.ones(-(-members.size // block_size) * block_size, np.int64)
-            padded[:members.size] = members
-            row_chunks.append(padded.reshape(-1, block_size))
-        leaf_blocks[leaf + 1] = leaf_blocks[leaf] + (row_chunks[-1].shape[0] if members.size
-                                                     else 0)
+            members = members[split_leaf(embeddings[members], block_size, rng)]
+        padded = -np.ones(-(-members.size // block_size) * block_size, np.int64)
+        padded[:members.size] = members
+        rows = padded.reshape(-1, block_size)
+        if rows.shape[0] <= width:
+            add_leaf(rows, centroids[leaf])
+        else:
+            for part in np.array_split(rows, -(-rows.shape[0] // width)):
+                add_leaf(part, embeddings[part[part >= 0]].mean(0))
+        total += rows.shape[0]
         if progress is not None and (leaf + 1) % step == 0:
-            progress(f"split {leaf + 1}/{num_leaves} leaves into {leaf_blocks[leaf + 1]} blocks")
-    block_rows = (np.concatenate(row_chunks) if row_chunks
-                  else np.zeros((0, block_size), np.int64))
+            progress(f"split {leaf + 1}/{num_leaves} leaves into {total} blocks")
+    leaf_blocks = np.concatenate([[0], np.cumsum(leaf_sizes)]).astype(np.int64)
+    num_blocks = int(leaf_blocks[-1])
+    block_rows = np.concatenate(row_chunks + [-np.ones((1, block_size), np.int64)])
+    leaf_table = np.full((len(leaf_sizes), width), num_blocks, np.int32)
+    for leaf, (start, end) in enumerate(zip(leaf_blocks[:-1], leaf_blocks[1:])):
+        leaf_table[leaf, :end - start] = np.arange(start, end)
     real = block_rows >= 0
     blocks = np.where(real[..., None], embeddings[np.maximum(block_rows, 0)], 0.0
                       ).astype(np.float32)
-    counts = real.sum(1).astype(np.float32)
+    counts = np.maximum(real.sum(1), 1).astype(np.float32)
     block_centres = (blocks.sum(1) / counts[:, None]).astype(np.float32)
     residual = np.where(real[..., None], blocks - block_centres[:, None], 0.0)
     block_radius = np.sqrt((residual * residual).sum(2).max(1)).astype(np.float32)
-    leaf_keys = np.concatenate([centroids.T, leaf_spread[None]]).astype(np.float32)
-    block_keys = np.concatenate([block_centres, block_radius[:, None]], 1).astype(np.float32)
+    bias = np.zeros(num_blocks + 1, np.float32)
+    bias[num_blocks] = _NEG_INF
+    leaf_keys = np.concatenate([np.asarray(leaf_centres, np.float32).reshape(-1, dim).T,
+                                np.asarray(leaf_spreads, np.float32)[None]]).astype(np.float32)
+    block_keys = np.concatenate([block_centres, block_radius[:, None], bias[:, None]], 1)
     return {"leaf_keys": np.ascontiguousarray(leaf_keys), "leaf_blocks": leaf_blocks,
-            "block_keys": block_keys, "blocks": blocks,
-            "block_rows": block_rows}
+            "leaf_table": leaf_table, "block_keys": block_keys.astype(np.float32),
+            "blocks": blocks, "block_rows": block_rows}
 
 
 def search(layout, queries, k, leaves_to_search, blocks_to_search, leaf_spread_weight=1.0,
            block_spread_weight=0.2, max_k=None) -> tuple[tf.Tensor, tf.Tensor]:
     """Top-k by inner product over a layout from `build_layout` (arrays, tensors or variables).
 
+    The knobs are Python numbers, fixed in the traced graph: a small search (a few leaves and
+    blocks, see `PADDED_MAX_FLOATS`) runs as one fixed-shape graph for every batch size
+    (`_search_padded`), a large one gathers exactly the blocks of its leaves, in chunks of
+    queries (`_search_one`, `_search_chunk`). Both return the same results.
+
     Args:
       layout: dict with the keys `build_layout` returns.
       queries: `[batch, dim]` float32.
       k: int32 scalar (Python int or tensor).
-      leaves_to_search: int32 scalar. Leaves kept per query (clipped to the number of leaves).
-      blocks_to_search: int32 scalar. Blocks of those leaves scored exactly per query.
-      leaf_spread_weight: float scalar. Weight of `|q| * spread` in the leaf ranking.
-      block_spread_weight: float scalar. Weight of `|q| * radius` in the block ranking.
-      max_k: Optional Python int, the largest `k` a tensor `k` can take (lets the one-query
-        graph pad with a constant; default: `k` when it is a Python int).
+      leaves_to_search: int. Leaves kept per query (clipped to `[1, number of leaves]`).
+      blocks_to_search: int >= 1. Blocks of those leaves scored exactly per query.
+      leaf_spread_weight: float. Weight of `|q| * spread` in the leaf ranking.
+      block_spread_weight: float. Weight of `|q| * radius` in the block ranking.
+      max_k: Optional Python int, the largest `k` a tensor `k` can take (lets the graphs pad
+        with a constant; default: `k` when it is a Python int).
 
     Returns:
       `(scores [batch, k] float32, rows [batch, k] int64)`: original candidate rows, best first;
@@ -182,16 +231,18 @@ def search(layout, queries, k, leaves_to_search, blocks_to_search, leaf_spread_w
     # read of a resource variable mixed with dense reads makes TF copy the variable per read.)
     t = {name: tf.convert_to_tensor(value) for name, value in layout.items()}
     queries = tf.convert_to_tensor(queries, tf.float32)
-    num_leaves = t["leaf_keys"].shape[1] or tf.shape(t["leaf_keys"])[1]
-    probes = tf.clip_by_value(tf.cast(leaves_to_search, tf.int32), 1, num_leaves)
-    knobs = (tf.cast(k, tf.int32), probes, tf.cast(blocks_to_search, tf.int32),
-             tf.cast(leaf_spread_weight, tf.float32), tf.cast(block_spread_weight, tf.float32))
+    num_leaves = int(t["leaf_keys"].shape[1])
+    probes = int(min(max(int(leaves_to_search), 1), num_leaves))
+    knobs = (probes, int(blocks_to_search), float(leaf_spread_weight),
+             float(block_spread_weight))
     pad = max_k if max_k is not None else (k if isinstance(k, int) else None)
+    if padded_floats(t, *knobs[:2]) <= PADDED_MAX_FLOATS:
+        return _search_padded(t, queries, k, *knobs, pad)
     batch = tf.shape(queries)[0]
     if queries.shape[0] == 1:
-        return _search_one(t, queries, *knobs, pad)
+        return _search_one(t, queries, k, *knobs, pad)
     if queries.shape[0] is not None and queries.shape[0] <= CHUNK:
-        return _search_chunk(t, queries, *knobs)
+        return _search_chunk(t, queries, k, *knobs)
 
     def chunked(chunk):
         chunks = (batch + chunk - 1) // chunk
@@ -199,7 +250,7 @@ def search(layout, queries, k, leaves_to_search, blocks_to_search, leaf_spread_w
                  tf.TensorArray(tf.int64, size=chunks, infer_shape=False))
 
         def step(i, scores, rows):
-            s, r = _search_chunk(t, queries[i * chunk:(i + 1) * chunk], *knobs)
+            s, r = _search_chunk(t, queries[i * chunk:(i + 1) * chunk], k, *knobs)
             return i + 1, scores.write(i, s), rows.write(i, r)
 
         # An explicit while loop (not AutoGraph), so that callers need not be tf.functions.
@@ -207,11 +258,55 @@ def search(layout, queries, k, leaves_to_search, blocks_to_search, leaf_spread_w
         return scores.concat(), rows.concat()
 
     def small():
-        chunk = chunk_size(t, probes, knobs[2])
-        return tf.cond(batch <= chunk, lambda: _search_chunk(t, queries, *knobs),
+        chunk = chunk_size(t, probes, knobs[1])
+        return tf.cond(batch <= chunk, lambda: _search_chunk(t, queries, k, *knobs),
                        lambda: chunked(chunk))
 
-    return tf.cond(tf.equal(batch, 1), lambda: _search_one(t, queries, *knobs, pad), small)
+    return tf.cond(tf.equal(batch, 1), lambda: _search_one(t, queries, k, *knobs, pad), small)
+
+
+def padded_floats(t, probes: int, blocks_to_search: int) -> int:
+    """Floats one query gathers in `_search_padded`: the keys of `probes` full leaf-table rows
+    and the candidates of `blocks_to_search` blocks."""
+    width = int(t["leaf_table"].shape[1])
+    _, size, dim = (int(d) for d in t["blocks"].shape)
+    searched = min(blocks_to_search, probes * width)
+    return probes * width * (dim + 2) + searched * size * dim
+
+
+def _search_padded(t, queries, k, probes, blocks_to_search, leaf_weight, block_weight, pad):
+    """The three-step search as one fixed-shape graph for any batch, without `tf.cond`.
+
+    Every leaf's blocks are one row of `leaf_table`, padded with the empty block, whose key
+    scores -inf: a query scores `probes * leaf_width` block keys, about twice the blocks its
+    leaves hold, and in exchange needs no ragged ranges, masks per query, chunks or branches.
+    Through TensorFlow's C API (TF Serving's path) every executed op costs about a microsecond
+    whatever it computes, and on a small search the arithmetic costs about as much: this graph
+    executes about 40 ops, where the ragged graph behind a `tf.cond` executed 120 (and the
+    executor also walked the untaken branch's ops).
+    """
+    batch = tf.shape(queries)[0]
+    width = int(t["leaf_table"].shape[1])
+    _, size, dim = (int(d) for d in t["blocks"].shape)
+    searched = min(blocks_to_search, probes * width)
+    norm = tf.raw_ops.EuclideanNorm(input=queries, axis=tf.constant([1]), keep_dims=True)
+    leaf_scores = tf.matmul(tf.concat([queries, leaf_weight * norm], 1), t["leaf_keys"])
+    _, leaf = tf.math.top_k(leaf_scores, probes, sorted=False)  # [b, probes]
+    blocks = tf.reshape(tf.gather(t["leaf_table"], leaf), [batch, probes * width])
+    block_query = tf.expand_dims(tf.concat([queries, block_weight * norm, tf.ones_like(norm)], 1),
+                                 1)
+    # Multiply and sum, not a batched matmul: at batch 1 it is faster here.
+    coarse = tf.reduce_sum(tf.gather(t["block_keys"], blocks) * block_query, axis=2)
+    _, at = tf.math.top_k(coarse, searched, sorted=False)
+    chosen = tf.gather(blocks, at, batch_dims=1)  # [b, searched]
+    vectors = tf.reshape(tf.gather(t["blocks"], chosen), [batch, searched * size, dim])
+    scores = tf.reduce_sum(vectors * tf.expand_dims(queries, 1), axis=2)
+    rows = tf.reshape(tf.gather(t["block_rows"], chosen), [batch, searched * size])
+    scores = tf.where(rows >= 0, scores, _NEG_INF)
+    if pad is None or searched * size < pad:
+        return _top_k_padded(scores, rows, k)
+    top_scores, index = tf.math.top_k(scores, k)
+    return top_scores, tf.gather(rows, index, batch_dims=1)
 
 
 def chunk_size(t, probes, blocks_to_search):
@@ -273,6 +368,8 @@ def select_leaves(leaf_scores, probes):
 
     if leaf_scores.shape[1] is not None and leaf_scores.shape[1] < SAMPLED_MIN_LEAVES:
         return exact()
+    if isinstance(probes, int):
+        return sampled() if probes >= SAMPLED_MIN_PROBES else exact()
     return tf.cond(tf.logical_and(num_leaves >= SAMPLED_MIN_LEAVES, probes >= SAMPLED_MIN_PROBES),
                    sampled, exact)
 
@@ -296,7 +393,8 @@ def _search_one(t, queries, k, probes, blocks_to_search, leaf_weight, block_weig
     # Multiply and sum, not a matmul: `m` changes with every query, and oneDNN's matmul
     # builds (JIT-compiles) a new kernel for every new shape.
     coarse = tf.reduce_sum(tf.gather(t["block_keys"], blocks)
-                           * tf.concat([queries, block_weight * norm], 1), axis=1)  # [m]
+                           * tf.concat([queries, block_weight * norm, tf.ones_like(norm)], 1),
+                           axis=1)  # [m]
     _, at = tf.math.top_k(coarse, tf.minimum(blocks_to_search, tf.size(blocks)), sorted=False)
     chosen = tf.gather(blocks, at)  # [searched]
     dim = t["blocks"].shape[2] or tf.shape(t["blocks"])[2]
@@ -335,7 +433,8 @@ def _search_chunk(t, queries, k, probes, blocks_to_search, leaf_weight, block_we
     # Multiply and sum, not a batched matmul: the padded width changes with every batch, and
     # oneDNN's matmul builds (JIT-compiles) a new kernel for every new shape (at batch 256 on
     # the small-search benchmark that took most of the call).
-    block_query = tf.concat([queries, block_weight * norms], 1)[:, tf.newaxis, :]
+    block_query = tf.concat([queries, block_weight * norms, tf.ones_like(norms)],
+                            1)[:, tf.newaxis, :]
     coarse = tf.reduce_sum(tf.gather(t["block_keys"], safe) * block_query, axis=2)
     coarse = tf.where(candidates >= 0, coarse, _NEG_INF)
     searched = tf.minimum(blocks_to_search, tf.shape(coarse)[1])
