@@ -59,7 +59,7 @@ def main() -> None:
         found = {b: 0.0 for b in args.blocks}
         for q, true in zip(queries, truth):
             norm = np.linalg.norm(q)
-            leaf_score = q @ leaf_keys[:dim] + norm * leaf_keys[dim]
+            leaf_score = q @ leaf_keys[:dim] + norm * leaf_keys[dim] + leaf_keys[dim + 1]
             leaves = np.argpartition(-leaf_score, args.leaves)[:args.leaves]
             ids = np.concatenate([np.arange(leaf_blocks[l], leaf_blocks[l + 1]) for l in leaves])
             ranked = ids[np.argsort(-(centres[ids] @ q + weight * norm * size[ids]))]

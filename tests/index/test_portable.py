@@ -40,21 +40,24 @@ def test_layout_hand_derived():
     vectors = np.array([[1, 0], [-1, 0], [0, 2], [-3, 1]], np.float32)
     centroids = np.array([[1, 1], [-2, 0]], np.float32)
     layout = portable_search.build_layout(vectors, centroids, np.array([0, 1, 0, 1]), block_size=2)
-    np.testing.assert_array_equal(layout["leaf_blocks"], [0, 1, 2])
+    # Two leaves, then 14 empty leaves that pad the count to LEAF_GROUP (bias -inf).
+    assert portable_search.LEAF_GROUP == 16
+    np.testing.assert_array_equal(layout["leaf_blocks"], [0, 1] + [2] * 15)
+    np.testing.assert_array_equal(layout["leaf_keys"][3], [0, 0] + [-np.inf] * 14)
     # Block 2 is the empty block that pads the leaf table: no rows, zero vectors, key bias -inf.
     np.testing.assert_array_equal(layout["block_rows"], [[0, 2], [1, 3], [-1, -1]])
     np.testing.assert_array_equal(layout["blocks"][:2], vectors[[[0, 2], [1, 3]]])
     np.testing.assert_array_equal(layout["blocks"][2], 0)
     # One block per leaf: leaf_width 2 (the power of two >= 1.5), second column padded.
-    np.testing.assert_array_equal(layout["leaf_table"], [[0, 2], [1, 2]])
+    np.testing.assert_array_equal(layout["leaf_table"], [[0, 2], [1, 2]] + [[2, 2]] * 14)
     np.testing.assert_array_equal(layout["block_keys"][:, 3], [0, 0, -np.inf])
     # Block centres are the means: (0.5, 1) and (-2, 0.5).
     np.testing.assert_allclose(layout["block_keys"][:2, :2], [[0.5, 1], [-2, 0.5]])
-    np.testing.assert_array_equal(layout["leaf_keys"][:2].T, centroids)
+    np.testing.assert_array_equal(layout["leaf_keys"][:2, :2].T, centroids)
     # Leaf spread: residuals to (1,1) are (0,-1), (-1,1): mean squared norm 1.5 over 2 dims
     # -> sqrt(0.75); leaf 1: (1,0), (-1,1) -> the same. Block radius: residuals to the block
     # means are (+-0.5, -+1) and (+-1, -+0.5), all of norm sqrt(1.25).
-    np.testing.assert_allclose(layout["leaf_keys"][2], [np.sqrt(0.75)] * 2, rtol=1e-6)
+    np.testing.assert_allclose(layout["leaf_keys"][2, :2], [np.sqrt(0.75)] * 2, rtol=1e-6)
     np.testing.assert_allclose(layout["block_keys"][:2, 2], [np.sqrt(1.25)] * 2, rtol=1e-6)
 
 
@@ -67,8 +70,8 @@ def test_large_leaves_are_cut_into_leaf_width_runs():
     centroids = np.stack([vectors[:10].mean(0), vectors[10:].mean(0)]).astype(np.float32)
     layout = portable_search.build_layout(vectors, centroids, assignment, block_size=2,
                                           leaf_width=2)
-    np.testing.assert_array_equal(layout["leaf_blocks"], [0, 2, 4, 5, 6])
-    np.testing.assert_array_equal(layout["leaf_table"], [[0, 1], [2, 3], [4, 6], [5, 6]])
+    np.testing.assert_array_equal(layout["leaf_blocks"][:5], [0, 2, 4, 5, 6])
+    np.testing.assert_array_equal(layout["leaf_table"][:4], [[0, 1], [2, 3], [4, 6], [5, 6]])
     rows = layout["block_rows"]
     for leaf in range(3):
         held = rows[layout["leaf_blocks"][leaf]:layout["leaf_blocks"][leaf + 1]].ravel()
@@ -108,8 +111,8 @@ def test_layout_pads_the_last_block_and_keeps_every_row_once():
     assert rows.shape[1] == 8
     np.testing.assert_array_equal(np.sort(rows[rows >= 0]), np.arange(203))
     sizes = np.bincount(assignment, minlength=5)
-    np.testing.assert_array_equal(np.diff(layout["leaf_blocks"]), -(-sizes // 8))
-    assert layout["leaf_table"].shape == (5, portable_search.default_leaf_width(-(-sizes // 8)))
+    np.testing.assert_array_equal(np.diff(layout["leaf_blocks"])[:5], -(-sizes // 8))
+    assert layout["leaf_table"].shape == (16, portable_search.default_leaf_width(-(-sizes // 8)))
     for leaf in range(5):
         held = rows[layout["leaf_blocks"][leaf]:layout["leaf_blocks"][leaf + 1]]
         assert set(held[held >= 0].tolist()) == set(np.flatnonzero(assignment == leaf).tolist())
@@ -156,7 +159,8 @@ def test_spread_weight_ranks_wide_leaves_by_the_formula():
     vectors = np.array([[1, .1], [1, -.1], [.8, 2], [.8, -2]], np.float32)
     layout = portable_search.build_layout(vectors, np.array([[1, 0], [.8, 0]], np.float32),
                                           np.array([0, 0, 1, 1]), block_size=2)
-    np.testing.assert_allclose(layout["leaf_keys"][2], [np.sqrt(.005), np.sqrt(2)], rtol=1e-5)
+    np.testing.assert_allclose(layout["leaf_keys"][2, :2], [np.sqrt(.005), np.sqrt(2)],
+                               rtol=1e-5)
     query = np.array([[1, 0]], np.float32)
     scores, _ = portable_search.search(layout, query, 1, 1, 1, 0.0, 0.0)
     np.testing.assert_allclose(scores.numpy(), [[1.0]])
@@ -194,6 +198,20 @@ def test_select_leaves_sampled_threshold_matches_numpy():
     assert _kept(query, leaf, 40) == [set(np.argsort(-row)[:10].tolist()) for row in scores]
 
 
+def test_grouped_leaf_selection_is_the_exact_top_k():
+    # 640 leaves in 40 groups of 16, 5 probes: the two-step selection (best groups by their
+    # best leaf, then the best leaves of those groups) returns the table rows of exactly the 5
+    # best leaves of every query, as one top-k over all leaves does.
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=(300, 640)).astype(np.float32)
+    table = rng.integers(0, 10_000, size=(640, 3)).astype(np.int32)
+    rows = portable_search._leaf_table_rows(tf.constant(table), tf.constant(scores), 5).numpy()
+    assert rows.shape == (300, 5, 3)
+    for got, row in zip(rows, scores):
+        expected = table[np.argsort(-row)[:5]]
+        assert sorted(map(tuple, got)) == sorted(map(tuple, expected))
+
+
 # --------------------------------------------------------------------------- NumPy oracle
 @pytest.mark.parametrize("batch", [1, 8, 300])  # one chunk, and chunks of 32 queries
 def test_recall_against_numpy_oracle(built, data, oracle, batch):
@@ -219,13 +237,14 @@ def _numpy_search(layout, queries, k, probes, searched, leaf_weight, block_weigh
     """
     lay = {name: np.asarray(value) for name, value in layout.items()}
     dim = lay["blocks"].shape[2]
-    centres_t, leaf_spread = lay["leaf_keys"][:dim], lay["leaf_keys"][dim]
+    centres_t, leaf_spread, leaf_bias = (lay["leaf_keys"][:dim], lay["leaf_keys"][dim],
+                                         lay["leaf_keys"][dim + 1])
     block_centres, block_spread = lay["block_keys"][:, :dim], lay["block_keys"][:, dim]
     num_leaves = centres_t.shape[1]
     out = []
     for q in queries:
         norm = np.linalg.norm(q)
-        leaf_scores = q @ centres_t + leaf_weight * norm * leaf_spread
+        leaf_scores = q @ centres_t + leaf_weight * norm * leaf_spread + leaf_bias
         if not padded and num_leaves >= portable_search.SAMPLED_MIN_LEAVES and probes >= 64:
             sample = leaf_scores[::portable_search.SAMPLE_STRIDE]
             cut = np.sort(sample)[::-1][-(-probes // portable_search.SAMPLE_STRIDE) - 1]
@@ -244,7 +263,8 @@ def _numpy_search(layout, queries, k, probes, searched, leaf_weight, block_weigh
 
 
 @pytest.mark.parametrize("padded", [True, False])
-@pytest.mark.parametrize("num_leaves, probes, searched", [(100, 10, 6), (1024, 96, 12)])
+@pytest.mark.parametrize("num_leaves, probes, searched", [(100, 10, 6), (400, 4, 6),
+                                                          (1024, 96, 12)])
 def test_search_matches_a_numpy_reimplementation(data, monkeypatch, num_leaves, probes, searched,
                                                  padded):
     # Small partition (exact top-k of leaves) and a large one (the ragged graph takes the
@@ -289,7 +309,8 @@ def test_same_leaves_as_native_scann_and_close_recall(tmp_path, data, oracle):
     index = PortableIndex(k=10, leaves_to_search=10, blocks_to_search=10_000,
                           scann_artifacts_dir=tmp_path).index(candidates)
     assert index.settings["num_leaves"] == 100
-    np.testing.assert_array_equal(index._layout["leaf_keys"].numpy()[:-1].T, partition.centroids)
+    np.testing.assert_array_equal(index._layout["leaf_keys"].numpy()[:-2, :100].T,
+                                  partition.centroids)
     # Every candidate is in the leaf whose centre ScaNN assigned, and k-means put it in the
     # closest centre (squared L2), up to float ties.
     dists = ((candidates[:, None, :] - partition.centroids[None]) ** 2).sum(-1)

@@ -364,8 +364,8 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
     def _gather_ids(self, rows: tf.Tensor) -> tf.Tensor:
         """Identifiers of candidate rows; row -1 (nothing found) maps to b"" or -1."""
         ids = tf.gather(self._identifiers, tf.maximum(rows, 0))
-        missing = tf.fill(tf.shape(ids), b"" if ids.dtype == tf.string else -1)
-        return tf.where(rows < 0, tf.cast(missing, ids.dtype), ids)
+        missing = tf.constant(b"" if ids.dtype == tf.string else -1, ids.dtype)
+        return tf.where(rows < 0, missing, ids)
 
     def _resolve_k(self, k):
         if k is None:
