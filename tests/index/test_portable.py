@@ -48,8 +48,8 @@ def test_layout_hand_derived():
     np.testing.assert_array_equal(layout["block_rows"], [[0, 2], [1, 3], [-1, -1]])
     np.testing.assert_array_equal(layout["blocks"][:2], vectors[[[0, 2], [1, 3]]])
     np.testing.assert_array_equal(layout["blocks"][2], 0)
-    # One block per leaf: leaf_width 2 (the power of two >= 1.5), second column padded.
-    np.testing.assert_array_equal(layout["leaf_table"], [[0, 2], [1, 2]] + [[2, 2]] * 14)
+    # One block per leaf: leaf_width 1 (the power of two >= 1).
+    np.testing.assert_array_equal(layout["leaf_table"], [[0], [1]] + [[2]] * 14)
     np.testing.assert_array_equal(layout["block_keys"][:, 3], [0, 0, -np.inf])
     # Block centres are the means: (0.5, 1) and (-2, 0.5).
     np.testing.assert_allclose(layout["block_keys"][:2, :2], [[0.5, 1], [-2, 0.5]])
@@ -83,7 +83,8 @@ def test_large_leaves_are_cut_into_leaf_width_runs():
     # The small leaf keeps the partition's centre; every row is kept once.
     np.testing.assert_allclose(layout["leaf_keys"][:3, 3], centroids[1])
     np.testing.assert_array_equal(np.sort(rows[rows >= 0]), np.arange(12))
-    assert portable_search.default_leaf_width(np.array([5, 1, 0])) == 8  # 1.5 x 3 -> 8
+    assert portable_search.default_leaf_width(np.array([5, 1, 0])) == 4  # mean 3 -> 4
+    assert portable_search.default_leaf_width(np.array([16, 16])) == 16
 
 
 def test_block_radius_is_the_largest_residual_norm():
@@ -106,13 +107,13 @@ def test_layout_pads_the_last_block_and_keeps_every_row_once():
     assignment = rng.integers(0, 5, size=203)
     assignment[assignment == 4] = 3  # leaf 4 stays empty
     layout = portable_search.build_layout(vectors, rng.normal(size=(5, 4)).astype(np.float32),
-                                          assignment, block_size=8)
+                                          assignment, block_size=8, leaf_width=16)
     rows = layout["block_rows"]
     assert rows.shape[1] == 8
     np.testing.assert_array_equal(np.sort(rows[rows >= 0]), np.arange(203))
     sizes = np.bincount(assignment, minlength=5)
     np.testing.assert_array_equal(np.diff(layout["leaf_blocks"])[:5], -(-sizes // 8))
-    assert layout["leaf_table"].shape == (16, portable_search.default_leaf_width(-(-sizes // 8)))
+    assert layout["leaf_table"].shape == (16, 16)  # no leaf is cut at width 16
     for leaf in range(5):
         held = rows[layout["leaf_blocks"][leaf]:layout["leaf_blocks"][leaf + 1]]
         assert set(held[held >= 0].tolist()) == set(np.flatnonzero(assignment == leaf).tolist())
@@ -308,9 +309,13 @@ def test_same_leaves_as_native_scann_and_close_recall(tmp_path, data, oracle):
     partition = portable_scann.read_scann_partition(tmp_path, expected_size=len(candidates))
     index = PortableIndex(k=10, leaves_to_search=10, blocks_to_search=10_000,
                           scann_artifacts_dir=tmp_path).index(candidates)
-    assert index.settings["num_leaves"] == 100
-    np.testing.assert_array_equal(index._layout["leaf_keys"].numpy()[:-2, :100].T,
-                                  partition.centroids)
+    assert index.settings["kmeans_leaves"] == 100 and index.settings["num_leaves"] >= 100
+    # Every leaf of at most leaf_width blocks keeps ScaNN's centre (larger ones are cut).
+    keys = index._layout["leaf_keys"].numpy()[:-2].T
+    blocks = -(-np.bincount(partition.assignment, minlength=100) // 32)
+    kept = partition.centroids[blocks <= index.settings["leaf_width"]]
+    assert len(kept) >= 50
+    assert all((keys == centre).all(1).any() for centre in kept)
     # Every candidate is in the leaf whose centre ScaNN assigned, and k-means put it in the
     # closest centre (squared L2), up to float ties.
     dists = ((candidates[:, None, :] - partition.centroids[None]) ** 2).sum(-1)

@@ -94,7 +94,7 @@ class PortableIndex(Index):
             `max(64, 4 * k / block_size)`).
           block_size: int. Candidates per block (default 32).
           leaf_width: int. The most blocks of one leaf: larger k-means leaves are cut into
-            several (default: the power of two >= 1.5x the mean blocks of a leaf).
+            several (default: the power of two >= the mean blocks of a leaf).
           leaf_spread_weight: float >= 0. Weight of `|q| * spread` in the leaf ranking.
           block_spread_weight: float >= 0. Weight of `|q| * radius` in the block ranking (the
             radius is the largest distance of a block's candidate from its centre; weight 1
@@ -229,6 +229,9 @@ class PortableIndex(Index):
                           leaf_spread_weight: Optional[float] = None,
                           block_spread_weight: Optional[float] = None) -> "PortableIndex":
         """Changes the query-time knobs without rebuilding (used by `target_recall` tuning).
+
+        The knobs are constants of the search graph: the next call traces it again, and a
+        SavedModel (`save_index`) holds the setting it was saved with.
 
         On a small catalogue searched exactly by default (`Index.EXHAUSTIVE_MAX_FLOATS`), this
         switches to the partitioned search.

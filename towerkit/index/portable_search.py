@@ -11,7 +11,11 @@ Layout (built once by `build_layout`, NumPy):
     `[num_blocks, block_size, dim]` float32 tensor (about 3% padding at 1M), so a block is read
     with one contiguous copy.
 
-Search (the same vectorized graph for every batch size, no per-leaf loop):
+A leaf of more than `leaf_width` blocks is cut into several leaves, and `leaf_table` lists every
+leaf's blocks in one fixed-width row (padded with an empty block), so that a small search is
+one fixed-shape graph (`_search_padded`); a large one gathers the ragged block ranges.
+
+Search (the same results for every batch size, no per-leaf loop):
   1. score the leaf centres, `q . c + leaf_spread_weight * |q| * spread`, and keep the best
      `leaves_to_search` leaves (on large partitions, about that many: see `select_leaves`);
   2. score the blocks of those leaves, `q . c + block_spread_weight * |q| * radius`, and keep
@@ -104,14 +108,17 @@ def split_leaf(points: np.ndarray, block_size: int, rng: np.random.Generator) ->
 
 
 def default_leaf_width(blocks_per_leaf: np.ndarray) -> int:
-    """Row width of the leaf table: the power of two >= 1.5x the mean blocks of a non-empty leaf.
+    """Row width of the leaf table: the power of two >= the mean blocks of a non-empty leaf.
 
-    Leaves with more blocks are split (see `build_layout`); on the small-search benchmark (894
-    leaves of 7.5 blocks on average, the largest 371) this is 16 and splits 3% of the leaves.
+    Leaves with more blocks are cut (see `build_layout`). On the small-search benchmark (894
+    k-means leaves of 7.5 blocks on average, the largest 371) this is 8 and gives 1,251
+    leaves; at recall@10 0.95 it searched 4 leaves / 2 blocks, against 5 / 2 with width 12
+    and 6 / 3 with width 16, and ran 1.5x (batch 256) and 1.1x (batch 1) as many queries per
+    CPU second as width 16 (`benchmarks/index/RESULTS.md`).
     """
     filled = blocks_per_leaf[blocks_per_leaf > 0]
     mean = float(filled.mean()) if filled.size else 1.0
-    return int(2 ** np.ceil(np.log2(max(1.5 * mean, 1.0))))
+    return int(2 ** np.ceil(np.log2(max(mean, 1.0))))
 
 
 def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.ndarray,
