@@ -70,6 +70,11 @@ def clean_process(model, queries_path, truth_path, settings, args, batches=(1, 2
     return json.loads(result.stdout.strip().splitlines()[-1])["rows"]
 
 
+def public_args(argv):
+    """Command-line arguments as results record them: the work directory as WORKDIR."""
+    return ["WORKDIR" if i and argv[i - 1] == "--workdir" else a for i, a in enumerate(argv)]
+
+
 def export_settings(index, settings, base):
     """One SavedModel per search setting: `[(setting, path)]` (the portable index's setting is
     part of its graph, as in a deployment that exports the tuned index)."""
@@ -349,7 +354,7 @@ def main():
         return
     for n in args.sizes:
         result = run_size(n, args)
-        result["command"] = " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
+        result["command"] = " ".join(["python", os.path.relpath(sys.argv[0])] + public_args(sys.argv[1:]))
         (out / f"results_{n}.json").write_text(json.dumps(result, indent=1))
         results = [json.loads(p.read_text()) for p in out.glob("results_*.json")]
         plot(sorted(results, key=lambda r: r["n"]), out / "recall_qps.png")

@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 from run_benchmark import (clean_process, export_settings, measure_exports,  # noqa: E402
-                           save_empty_signature)  # (imports towerkit)
+                           public_args, save_empty_signature)  # (imports towerkit)
 import scann  # noqa: E402
 
 from clustered_data import clustered_dataset, exact_top_k  # noqa: E402
@@ -167,7 +167,7 @@ def main():
         "scann_build_s": scann_build, "portable_build_s": portable_build,
         "portable_settings": settings, "tuned": {key: tune[key] for key in
                                                   ("setting", "recall", "one_query_recall")},
-        "command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+        "command": " ".join(["python", os.path.relpath(sys.argv[0])] + public_args(sys.argv[1:])),
         "load_average_end": os.getloadavg(), "summary": summary, "rounds": rounds}
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

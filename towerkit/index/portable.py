@@ -209,15 +209,17 @@ class PortableIndex(Index):
                                           max_k=self._k)
         if self._search_fn is None:
             # One traced graph for eager calls per setting (`set_search_params` drops it; the
-            # chunk loop of a large batch must run as a while loop, not as Python).
+            # chunk loop of a large batch must run as a while loop, not as Python). Traced
+            # once as a concrete function: tuning traces one per setting, which a plain
+            # tf.function called in a loop reports as excessive retracing.
             knobs = self._knobs()
 
             @tf.function(input_signature=[tf.TensorSpec([None, self._dim], tf.float32),
-                                          tf.TensorSpec([], tf.int32)])
+                                          tf.TensorSpec([], tf.int32)], autograph=False)
             def search_fn(queries, k):
                 return portable_search.search(self._layout, queries, k, **knobs,
                                               max_k=self._k)
-            self._search_fn = search_fn
+            self._search_fn = search_fn.get_concrete_function()
         return self._search_fn(queries, tf.convert_to_tensor(k, tf.int32))
 
     def is_exact(self) -> bool:
