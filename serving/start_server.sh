@@ -13,6 +13,8 @@
 #   SKIP_CHECK=1                     do not run `towerkit check-export` first
 #   TF_SERVING_IMAGE=tensorflow/serving:2.20.0   Docker image (CPU)
 #   POLL_SECONDS=5                   how often the server looks for new versions
+#   INTER_OP=-1                      --tensorflow_inter_op_parallelism (-1: each request's ops run
+#                                    in its own request thread; default: TF Serving's pool)
 set -euo pipefail
 
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
@@ -43,6 +45,9 @@ fi
 flags=(--port="$GRPC_PORT" --rest_api_port="$REST_PORT"
        --file_system_poll_wait_seconds="$POLL_SECONDS"
        --monitoring_config_file=CONFIG_DIR/monitoring.config)
+if [ -n "${INTER_OP:-}" ]; then
+  flags+=(--tensorflow_inter_op_parallelism="$INTER_OP")
+fi
 if [ -n "${BATCHING:-}" ]; then
   flags+=(--enable_batching --batching_parameters_file=CONFIG_DIR/batching_parameters.txt)
 fi
