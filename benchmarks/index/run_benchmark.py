@@ -354,7 +354,8 @@ def main():
         return
     for n in args.sizes:
         result = run_size(n, args)
-        result["command"] = " ".join(["python", os.path.relpath(sys.argv[0])] + public_args(sys.argv[1:]))
+        result["command"] = " ".join(["python", os.path.relpath(sys.argv[0])]
+                                     + public_args(sys.argv[1:]))
         (out / f"results_{n}.json").write_text(json.dumps(result, indent=1))
         results = [json.loads(p.read_text()) for p in out.glob("results_*.json")]
         plot(sorted(results, key=lambda r: r["n"]), out / "recall_qps.png")

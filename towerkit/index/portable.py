@@ -79,7 +79,8 @@ class PortableIndex(Index):
     def __init__(self, query_model: Optional[tf.keras.Model] = None, k: int = 10,
                  num_leaves: Optional[int] = None, leaves_to_search: Optional[int] = None,
                  blocks_to_search: Optional[int] = None, block_size: int = 32,
-                 leaf_width: Optional[int] = None, leaf_spread_weight: float = 1.0, block_spread_weight: float = 0.2,
+                 leaf_width: Optional[int] = None, leaf_spread_weight: float = 1.0,
+                 block_spread_weight: float = 0.2,
                  training_iterations: int = 12, training_sample_size: Optional[int] = None,
                  avq: Optional[float] = None, scann_artifacts_dir: Optional[str] = None,
                  name: Optional[str] = None, **kwargs) -> None:
