@@ -180,7 +180,7 @@ def _kept(query, leaf, rows):
 
 def test_select_leaves_exact_top_k_on_small_partitions():
     scores = np.random.default_rng(0).normal(size=(5, 300)).astype(np.float32)
-    query, leaf = portable_search.select_leaves(tf.constant(scores), tf.constant(70))
+    query, leaf = portable_search.select_leaves(tf.constant(scores), 70)
     assert (np.diff(query.numpy()) >= 0).all()
     expected = [set(np.argsort(-row)[:70].tolist()) for row in scores]
     assert _kept(query, leaf, 5) == expected
@@ -189,7 +189,7 @@ def test_select_leaves_exact_top_k_on_small_partitions():
 def test_select_leaves_sampled_threshold_matches_numpy():
     # 2,000 leaves, 192 probes: every leaf scoring at least the 48th best of every 4th leaf.
     scores = np.random.default_rng(1).normal(size=(40, 2000)).astype(np.float32)
-    query, leaf = portable_search.select_leaves(tf.constant(scores), tf.constant(192))
+    query, leaf = portable_search.select_leaves(tf.constant(scores), 192)
     kept = _kept(query, leaf, 40)
     for row, got in zip(scores, kept):
         cut = np.sort(row[::portable_search.SAMPLE_STRIDE])[::-1][192 // 4 - 1]
@@ -197,7 +197,7 @@ def test_select_leaves_sampled_threshold_matches_numpy():
     counts = np.array([len(k) for k in kept])
     assert abs(counts.mean() - 192) < 0.15 * 192
     # Few probes on a large partition: exact top-k again.
-    query, leaf = portable_search.select_leaves(tf.constant(scores), tf.constant(10))
+    query, leaf = portable_search.select_leaves(tf.constant(scores), 10)
     assert _kept(query, leaf, 40) == [set(np.argsort(-row)[:10].tolist()) for row in scores]
 
 

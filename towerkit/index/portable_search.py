@@ -284,12 +284,23 @@ def search(layout, queries, k, leaves_to_search, blocks_to_search, leaf_spread_w
     return tf.cond(tf.equal(batch, 1), lambda: _search_one(t, queries, k, *knobs, pad), small)
 
 
+def _key_query(queries, norm, weight):
+    """`[q, weight * |q|, 1]`: its product with a leaf or block key (centre, spread or radius,
+    bias) is the ranking score."""
+    return tf.concat([queries, weight * norm, tf.ones_like(norm)], 1)
+
+
+def _padded_sizes(t, probes: int, blocks_to_search: int):
+    """`(leaf width, block size, dim, blocks searched)` of `_search_padded`."""
+    width = int(t["leaf_table"].shape[1])
+    _, size, dim = (int(d) for d in t["blocks"].shape)
+    return width, size, dim, min(blocks_to_search, probes * width)
+
+
 def padded_floats(t, probes: int, blocks_to_search: int) -> int:
     """Floats one query gathers in `_search_padded`: the keys of `probes` full leaf-table rows
     and the candidates of `blocks_to_search` blocks."""
-    width = int(t["leaf_table"].shape[1])
-    _, size, dim = (int(d) for d in t["blocks"].shape)
-    searched = min(blocks_to_search, probes * width)
+    width, size, dim, searched = _padded_sizes(t, probes, blocks_to_search)
     return probes * width * (dim + 2) + searched * size * dim
 
 
@@ -305,15 +316,12 @@ def _search_padded(t, queries, k, probes, blocks_to_search, leaf_weight, block_w
     checks, constants and variable reads), where the ragged graph behind a `tf.cond` executed
     120 (and the executor also walked the untaken branch's ops).
     """
-    width = int(t["leaf_table"].shape[1])
-    _, size, dim = (int(d) for d in t["blocks"].shape)
-    searched = min(blocks_to_search, probes * width)
+    width, size, dim, searched = _padded_sizes(t, probes, blocks_to_search)
     norm = tf.raw_ops.EuclideanNorm(input=queries, axis=tf.constant([1]), keep_dims=True)
-    ones = tf.ones_like(norm)
-    leaf_scores = tf.matmul(tf.concat([queries, leaf_weight * norm, ones], 1), t["leaf_keys"])
+    leaf_scores = tf.matmul(_key_query(queries, norm, leaf_weight), t["leaf_keys"])
     blocks = tf.reshape(_leaf_table_rows(t["leaf_table"], leaf_scores, probes),
                         [-1, probes * width])
-    block_query = tf.expand_dims(tf.concat([queries, block_weight * norm, ones], 1), 1)
+    block_query = tf.expand_dims(_key_query(queries, norm, block_weight), 1)
     # Multiply and sum, not a batched matmul: at batch 1 it is faster here.
     coarse = tf.reduce_sum(tf.gather(t["block_keys"], blocks) * block_query, axis=2)
     _, at = tf.math.top_k(coarse, searched, sorted=False)
@@ -363,7 +371,7 @@ def chunk_size(t, probes, blocks_to_search):
 
     Args:
       t: the layout's tensors.
-      probes: int32 scalar, leaves searched.
+      probes: int, leaves searched.
       blocks_to_search: int32 scalar.
 
     Returns:
@@ -387,13 +395,13 @@ def select_leaves(leaf_scores, probes):
     25 ns per element, and this selection was a sixth of the whole search at batch 256.
 
     Args:
-      leaf_scores: `[b, L]` float32 leaf scores.
-      probes: int or int32 scalar, `1 <= probes <= L` (an int decides the method when tracing).
+      leaf_scores: `[b, L]` float32 leaf scores (`L` known when tracing).
+      probes: int, `1 <= probes <= L`.
 
     Returns:
       `(query, leaf)`: int64 `[m]` each; `query` is non-decreasing.
     """
-    batch, num_leaves = tf.shape(leaf_scores)[0], tf.shape(leaf_scores)[1]
+    batch = tf.shape(leaf_scores)[0]
 
     def exact():
         _, leaves = tf.math.top_k(leaf_scores, probes, sorted=False)
@@ -408,12 +416,9 @@ def select_leaves(leaf_scores, probes):
         where = tf.where(leaf_scores >= cut)
         return where[:, 0], where[:, 1]
 
-    if leaf_scores.shape[1] is not None and leaf_scores.shape[1] < SAMPLED_MIN_LEAVES:
-        return exact()
-    if isinstance(probes, int):
-        return sampled() if probes >= SAMPLED_MIN_PROBES else exact()
-    return tf.cond(tf.logical_and(num_leaves >= SAMPLED_MIN_LEAVES, probes >= SAMPLED_MIN_PROBES),
-                   sampled, exact)
+    if int(leaf_scores.shape[1]) >= SAMPLED_MIN_LEAVES and probes >= SAMPLED_MIN_PROBES:
+        return sampled()
+    return exact()
 
 
 def _search_one(t, queries, k, probes, blocks_to_search, leaf_weight, block_weight, pad):
@@ -426,8 +431,7 @@ def _search_one(t, queries, k, probes, blocks_to_search, leaf_weight, block_weig
     of a dynamic `tf.pad`.
     """
     norm = tf.sqrt(tf.reduce_sum(queries * queries, axis=1, keepdims=True))  # [1, 1]
-    leaf_scores = tf.matmul(tf.concat([queries, leaf_weight * norm, tf.ones_like(norm)], 1),
-                            t["leaf_keys"])
+    leaf_scores = tf.matmul(_key_query(queries, norm, leaf_weight), t["leaf_keys"])
     _, leaf = tf.math.top_k(leaf_scores, probes, sorted=False)
     leaf = tf.reshape(leaf, [-1])
     blocks = tf.raw_ops.RaggedRange(starts=tf.gather(t["leaf_blocks"], leaf),
@@ -436,8 +440,7 @@ def _search_one(t, queries, k, probes, blocks_to_search, leaf_weight, block_weig
     # Multiply and sum, not a matmul: `m` changes with every query, and oneDNN's matmul
     # builds (JIT-compiles) a new kernel for every new shape.
     coarse = tf.reduce_sum(tf.gather(t["block_keys"], blocks)
-                           * tf.concat([queries, block_weight * norm, tf.ones_like(norm)], 1),
-                           axis=1)  # [m]
+                           * _key_query(queries, norm, block_weight), axis=1)  # [m]
     _, at = tf.math.top_k(coarse, tf.minimum(blocks_to_search, tf.size(blocks)), sorted=False)
     chosen = tf.gather(blocks, at)  # [searched]
     dim = t["blocks"].shape[2] or tf.shape(t["blocks"])[2]
@@ -464,8 +467,7 @@ def _search_chunk(t, queries, k, probes, blocks_to_search, leaf_weight, block_we
     dim = tf.shape(queries)[1]
     norms = tf.norm(queries, axis=1, keepdims=True)  # [b, 1]
     # 1. Leaves.
-    leaf_scores = tf.matmul(tf.concat([queries, leaf_weight * norms, tf.ones_like(norms)], 1),
-                            t["leaf_keys"])
+    leaf_scores = tf.matmul(_key_query(queries, norms, leaf_weight), t["leaf_keys"])
     query, leaf = select_leaves(leaf_scores, probes)
     # 2. Blocks of those leaves, padded per query with -1.
     starts = tf.gather(t["leaf_blocks"], leaf)
@@ -477,8 +479,7 @@ def _search_chunk(t, queries, k, probes, blocks_to_search, leaf_weight, block_we
     # Multiply and sum, not a batched matmul: the padded width changes with every batch, and
     # oneDNN's matmul builds (JIT-compiles) a new kernel for every new shape (at batch 256 on
     # the small-search benchmark that took most of the call).
-    block_query = tf.concat([queries, block_weight * norms, tf.ones_like(norms)],
-                            1)[:, tf.newaxis, :]
+    block_query = _key_query(queries, norms, block_weight)[:, tf.newaxis, :]
     coarse = tf.reduce_sum(tf.gather(t["block_keys"], safe) * block_query, axis=2)
     coarse = tf.where(candidates >= 0, coarse, _NEG_INF)
     searched = tf.minimum(blocks_to_search, tf.shape(coarse)[1])
