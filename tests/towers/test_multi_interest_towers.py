@@ -343,3 +343,62 @@ def test_mind_export_routes_with_its_stored_inference_logits(tmp_path):
     np.testing.assert_array_equal(stored[0].numpy(), table)
     out = raw.signatures["serving_default"](history=tf.constant(HISTORY))
     np.testing.assert_allclose(list(out.values())[0].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def _pairwise_cosine_oracle(v, mask, margin=0.0):
+    """NumPy: mean over users with >= 2 active interests of their mean hinged pairwise cosine."""
+    per_user = []
+    for vectors, active in zip(np.asarray(v, np.float64), np.asarray(mask, bool)):
+        unit = vectors[active] / np.linalg.norm(vectors[active], axis=1, keepdims=True)
+        m = len(unit)
+        if m < 2:
+            continue
+        c = unit @ unit.T
+        per_user.append(sum(max(c[i, j] - margin, 0.0)
+                            for i in range(m) for j in range(m) if i != j) / (m * (m - 1)))
+    return float(np.mean(per_user)) if per_user else 0.0
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.3, -0.5])
+def test_mean_pairwise_cosine_matches_numpy_oracle(margin):
+    from towerkit.layers.multi_interest_tower import mean_pairwise_cosine
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(5, 4, 7)).astype(np.float32)
+    v[1, 1] = -v[1, 0]                       # an opposed pair (cosine -1)
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0], [0, 1, 0, 1]], bool)
+    got = float(mean_pairwise_cosine(tf.constant(v), tf.constant(mask), margin))
+    assert got == pytest.approx(_pairwise_cosine_oracle(v, mask, margin), abs=1e-6)
+    # Hand-derived: two equal interests (cosine 1) and a user with one interest (left out).
+    same = np.ones((2, 2, 3), np.float32)
+    one = np.array([[True, True], [True, False]])
+    assert float(mean_pairwise_cosine(tf.constant(same), tf.constant(one))) == pytest.approx(1.0)
+    assert float(mean_pairwise_cosine(tf.constant(same), tf.constant(one), 0.5)) == \
+        pytest.approx(0.5)
+    assert float(mean_pairwise_cosine(tf.constant(same), tf.constant([[True, False]] * 2))) == 0.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_diversity_penalty_is_the_weighted_pairwise_cosine_and_round_trips(kind, tmp_path):
+    tower = _make(kind, diversity_weight=0.7, diversity_margin=0.1)
+    config = tower.get_config()
+    assert config["diversity_weight"] == 0.7 and config["diversity_margin"] == 0.1
+    clone = type(tower).from_config(config)
+    assert clone.diversity_weight == 0.7 and clone.diversity_margin == 0.1
+    targets = tower.item_embedding(tf.constant([4, 8, 11]))
+    vector, penalty = tower.training_outputs({"history": HISTORY}, targets, training=False)
+    interests, mask = tower.interests({"history": HISTORY}, training=False)
+    assert float(penalty) == pytest.approx(
+        0.7 * _pairwise_cosine_oracle(interests.numpy(), mask.numpy(), 0.1), abs=1e-6)
+    np.testing.assert_allclose(vector.numpy(), tower.training_vector(
+        {"history": HISTORY}, targets, training=False).numpy(), rtol=1e-6)
+    # Without a weight there is no penalty (the papers' models).
+    _, none = _make(kind).training_outputs({"history": HISTORY}, targets, training=False)
+    assert float(none) == 0.0
+
+
+@pytest.mark.parametrize("bad", [{"diversity_weight": -0.1}, {"diversity_margin": 1.0},
+                                 {"diversity_margin": -1.5}])
+def test_bad_diversity_settings_raise(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        _make("mind", **bad)

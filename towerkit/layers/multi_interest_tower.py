@@ -8,9 +8,36 @@ import tensorflow as tf
 
 from towerkit.layers.label_aware_attention import LabelAwareAttention
 
-__all__ = ["MultiInterestTower", "HISTORY"]
+__all__ = ["MultiInterestTower", "HISTORY", "mean_pairwise_cosine"]
 
 HISTORY = "history"
+
+
+def mean_pairwise_cosine(interests, interest_mask, margin: float = 0.0) -> tf.Tensor:
+    """Mean over users with >= 2 active interests of `mean_{j != l} max(0, cos(v_j, v_l) - margin)`.
+
+    With `margin=0` and interests that are never opposed, this is the diagnostic
+    `interest_mean_pairwise_cosine` of `towerkit.recipes.multi_interest` (on one batch); it is
+    the training penalty of `MultiInterestTower(diversity_weight=...)`.
+
+    Args:
+      interests: float `[batch, K, dim]`.
+      interest_mask: bool `[batch, K]`, the active interests.
+      margin: float in `[-1, 1)`. Cosines at or below it cost nothing.
+
+    Returns:
+      float32 scalar (0 when no user has two active interests).
+    """
+    unit = tf.math.l2_normalize(interests, axis=-1)
+    cosine = tf.einsum("bkd,bld->bkl", unit, unit)
+    active = tf.cast(interest_mask, cosine.dtype)
+    k = tf.shape(active)[1]
+    pairs = active[:, :, None] * active[:, None, :] * (1.0 - tf.eye(k, dtype=cosine.dtype))
+    count = tf.reduce_sum(pairs, axis=[1, 2])
+    per_user = tf.reduce_sum(tf.nn.relu(cosine - margin) * pairs, axis=[1, 2]) / tf.maximum(
+        count, 1.0)
+    users = tf.cast(count > 0, cosine.dtype)
+    return tf.reduce_sum(per_user * users) / tf.maximum(tf.reduce_sum(users), 1.0)
 
 
 def _serialize(layer):
@@ -44,10 +71,18 @@ class MultiInterestTower(tf.keras.layers.Layer, abc.ABC):
       num_interests: int. K.
       readout: LabelAwareAttention or None (hard readout by default).
       dropout: float. Dropout rate on the history embeddings in training (0 = none).
+      diversity_weight: float >= 0. Adds `diversity_weight * mean_pairwise_cosine(interests,
+        mask, diversity_margin)` of the batch to the training loss (`training_outputs`), which
+        pushes a user's interests apart; 0 (the base default) = no penalty, the papers' models.
+        None of the three papers has this term: it is towerkit's, for towers whose interests
+        otherwise collapse into one vector (MIND on MovieLens 100K,
+        benchmarks/sequential/RESULTS.md).
+      diversity_margin: float in `[-1, 1)`. Pairwise cosines at or below it are not penalised.
     """
 
     def __init__(self, item_embedding: tf.keras.layers.Layer, num_interests: int,
-                 readout=None, dropout: float = 0.0, **kwargs):
+                 readout=None, dropout: float = 0.0, diversity_weight: float = 0.0,
+                 diversity_margin: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(item_embedding, tf.keras.layers.Layer):
             raise TypeError(
@@ -64,7 +99,13 @@ class MultiInterestTower(tf.keras.layers.Layer, abc.ABC):
         self.item_embedding = item_embedding
         self.num_interests = num_interests
         self.readout = readout
+        if not float(diversity_weight) >= 0.0:
+            raise ValueError(f"diversity_weight must be >= 0, got {diversity_weight!r}.")
+        if not -1.0 <= float(diversity_margin) < 1.0:
+            raise ValueError(f"diversity_margin must be in [-1, 1), got {diversity_margin!r}.")
         self.dropout = float(dropout)
+        self.diversity_weight = float(diversity_weight)
+        self.diversity_margin = float(diversity_margin)
         self.history_dropout = tf.keras.layers.Dropout(self.dropout, name="history_dropout")
 
     @staticmethod
@@ -111,8 +152,19 @@ class MultiInterestTower(tf.keras.layers.Layer, abc.ABC):
 
     def training_vector(self, inputs, target_embeddings, training=None):
         """The label-aware user vector `[batch, dim]` for the targets `[batch, dim]`."""
+        return self.training_outputs(inputs, target_embeddings, training=training)[0]
+
+    def training_outputs(self, inputs, target_embeddings, training=None):
+        """`(training_vector [batch, dim], penalty)`: the penalty (a float32 scalar, 0.0 without
+        `diversity_weight`) is `diversity_weight * mean_pairwise_cosine` of the batch's
+        interests, to be added to the training loss."""
         interests, interest_mask = self.interests(inputs, training=training)
-        return self.readout(interests, target_embeddings, interest_mask)
+        vector = self.readout(interests, target_embeddings, interest_mask)
+        if self.diversity_weight == 0.0:
+            return vector, tf.constant(0.0)
+        penalty = mean_pairwise_cosine(tf.cast(interests, tf.float32), interest_mask,
+                                       self.diversity_margin)
+        return vector, self.diversity_weight * penalty
 
     def assignments(self, inputs, target_embeddings):
         """Index `[batch]` of the interest with the largest signed score with each target.
@@ -132,6 +184,8 @@ class MultiInterestTower(tf.keras.layers.Layer, abc.ABC):
             "num_interests": self.num_interests,
             "readout": _serialize(self.readout),
             "dropout": self.dropout,
+            "diversity_weight": self.diversity_weight,
+            "diversity_margin": self.diversity_margin,
         })
         return config
 

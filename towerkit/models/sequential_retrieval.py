@@ -163,7 +163,8 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
     """`SequentialRetrievalModel` trained through the tower's label-aware readout.
 
     `query` returns the interests `[batch, num_interests, dim]` (retrieval); `compute_loss`
-    reads one vector per target with `query_tower.training_vector` and feeds it to the task.
+    reads one vector per target with `query_tower.training_outputs`, feeds it to the task and
+    adds the tower's interest-diversity penalty (0 unless `diversity_weight > 0`).
 
     References:
       Li et al., "Multi-Interest Network with Dynamic Routing for Recommendation at Tmall",
@@ -176,9 +177,11 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
         table = self.candidates()
         target = tf.cast(features["target"], tf.int64)
         target_embeddings = tf.gather(table, target)
-        q = self.query_tower.training_vector(features, target_embeddings, training=training)
+        q, penalty = self.query_tower.training_outputs(features, target_embeddings,
+                                                       training=training)
         if self.l2_normalize:
             q = tf.math.l2_normalize(q, axis=-1)
         if isinstance(self.task, SampledSoftmax):
-            return self.task(q, target, table)
-        return self.task(q, target_embeddings, candidate_ids=target, compute_metrics=False)
+            return self.task(q, target, table) + penalty
+        return self.task(q, target_embeddings, candidate_ids=target,
+                         compute_metrics=False) + penalty

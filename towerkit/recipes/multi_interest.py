@@ -176,6 +176,13 @@ class MultiInterestRecipe(SequentialRecipe):
                             help="lambda of ComiRec's controllable aggregation in evaluate")
         parser.add_argument("--dropout", type=float, default=0.0,
                             help="dropout rate on the history embeddings in training")
+        parser.add_argument("--interest-diversity", type=float, default=0.0,
+                            help="weight of the penalty on the mean pairwise cosine of each "
+                                 "user's interests, added to the training loss (not in the "
+                                 "papers; default %(default)s, mind: see its flags)")
+        parser.add_argument("--interest-diversity-margin", type=float, default=0.0,
+                            help="pairwise cosines at or below this cost nothing "
+                                 "(default %(default)s)")
         cls.add_model_arguments(parser)
 
     @classmethod
@@ -255,6 +262,13 @@ def _routing_initializer(params: dict):
     return tf.keras.initializers.RandomNormal(stddev=stddev) if stddev > 0 else "glorot_normal"
 
 
+def _diversity(params: dict) -> dict:
+    """The towers' `diversity_weight` / `diversity_margin` from `--interest-diversity[-margin]`
+    (0 for run configs written before the flags: the model they trained)."""
+    return {"diversity_weight": float(params.get("interest_diversity", 0.0)),
+            "diversity_margin": float(params.get("interest_diversity_margin", 0.0))}
+
+
 def _readout(params: dict, hard: bool = False) -> LabelAwareAttention:
     """MIND's label-aware attention (`--pow-p`) or, with `hard`, ComiRec's argmax readout."""
     cosine = bool(params.get("cosine_readout", False))
@@ -327,7 +341,7 @@ class MINDRecipe(MultiInterestRecipe):
                     dropout=float(params.get("dropout", 0.0)),
                     max_length=protocol.max_history,
                     kernel_initializer=_routing_initializer(params),
-                    readout=_readout(params), seed=0)
+                    readout=_readout(params), seed=0, **_diversity(params))
 
 
 @register_recipe
@@ -373,7 +387,7 @@ class ComiRecDRRecipe(MultiInterestRecipe):
                          kernel_initializer=_routing_initializer(params),
                          weight_decay=float(params.get("weight_decay", 0.0)),
                          dropout=float(params.get("dropout", 0.0)),
-                         readout=_readout(params, hard=True))
+                         readout=_readout(params, hard=True), **_diversity(params))
 
 
 @register_recipe
@@ -405,4 +419,4 @@ class ComiRecSARecipe(MultiInterestRecipe):
                          readout_source=str(params.get("readout_source",
                                                        "items_and_positions")),
                          dropout=float(params.get("dropout", 0.0)),
-                         readout=_readout(params, hard=True))
+                         readout=_readout(params, hard=True), **_diversity(params))
