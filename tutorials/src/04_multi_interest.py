@@ -164,6 +164,8 @@ plt.show()
 # (`benchmarks/sequential/RESULTS.md`), MIND's interests stay close at the epoch early stopping
 # keeps (cosine about 0.85): on MovieLens 100K it retrieves much like a single-vector model,
 # while ComiRec-SA's are more distinct (about 0.6) and ComiRec-DR's nearly orthogonal.
+# `--interest-diversity 0.3` (a penalty on that cosine, off by default) separates MIND's
+# interests (about 0.67) but cost 0.012 test recall@50 there.
 
 # %%
 examples = protocol.train_examples
