@@ -81,7 +81,9 @@ def test_index_from_dataset_of_features_with_candidate_model(clustered):
 
 def test_size_bytes_counts_candidates_and_ids():
     index = BruteForce(k=2).index(np.ones((100, 8), np.float32), np.arange(100, dtype=np.int64))
-    assert index.size_bytes() == 100 * 8 * 4 + 100 * 8
+    # The ids are stored after the identifier of "nothing found" (-1): 101 int64.
+    assert index.size_bytes() == 100 * 8 * 4 + 101 * 8
+    np.testing.assert_array_equal(index.identifiers.numpy(), np.arange(100))
     assert index.max_k == 2 and index.num_candidates == 100 and index.dim == 8
 
 
@@ -125,3 +127,14 @@ def test_build_progress_and_size_report(capsys):
     err = capsys.readouterr().err
     assert "[towerkit.index] BruteForce" in err and "building over 10 candidates x 4 dims" in err
     assert "built: 0.0 MB" in err and index.build_seconds >= 0
+
+
+@pytest.mark.parametrize("ids, missing", [([b"a", b"b", b"c", b"d"], b""),
+                                          (np.array([10, 11, 12, 13], np.int64), -1)])
+def test_exclusions_leaving_fewer_than_k_fill_the_tail_with_missing_ids(ids, missing):
+    # 4 candidates, k = 3, two excluded: the third result is "nothing found".
+    index = BruteForce(k=3).index(np.eye(4, dtype=np.float32), ids)
+    query = np.array([[4.0, 3.0, 2.0, 1.0]], np.float32)
+    scores, found = index.query_with_exclusions(query, tf.constant([[ids[0], ids[2]]]))
+    np.testing.assert_array_equal(scores.numpy(), [[3.0, 1.0, -np.inf]])
+    np.testing.assert_array_equal(found.numpy(), [[ids[1], ids[3], missing]])

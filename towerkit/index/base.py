@@ -108,9 +108,9 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
         return self._dim
 
     @property
-    def identifiers(self) -> Optional[tf.Variable]:
+    def identifiers(self) -> Optional[tf.Tensor]:
         """The `[n]` candidate identifiers (row numbers as int32 when none were given)."""
-        return self._identifiers
+        return None if self._identifiers is None else self._identifiers[1:]
 
     @property
     def candidate_embeddings(self) -> Optional[np.ndarray]:
@@ -191,8 +191,12 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
             self._exhaustive_candidates = self._add_state("exhaustive_candidates", matrix)
             self.exhaustive = True
             self._progress(f"small catalogue ({n} x {dim}): exact search by default")
+        # Stored after the identifier of "nothing found" (b"" or -1), so that a row r in
+        # [-1, n) maps to its identifier with one gather at r + 1 (`_gather_ids`).
+        missing = np.array([b"" if ids.dtype == object else -1], ids.dtype)
         with tf.init_scope():
-            self._identifiers = tf.Variable(ids, trainable=False, name="identifiers")
+            self._identifiers = tf.Variable(np.concatenate([missing, ids]), trainable=False,
+                                            name="identifiers")
         self.build_seconds = time.perf_counter() - start
         self._progress(f"built: {self.size_bytes() / 1e6:.1f} MB")
         self._reset_tf_function_cache()
@@ -288,8 +292,9 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
                     "numeric feature) or the query model; non-finite queries have no ranking.")
             return x
         # In a traced graph (and the SavedModel): stock CheckNumerics op, fails the request
-        # with InvalidArgument instead of returning arbitrary ids.
-        return tf.debugging.assert_all_finite(
+        # with InvalidArgument instead of returning arbitrary ids. `check_numerics` returns its
+        # input (`assert_all_finite` adds an identity op per call).
+        return tf.debugging.check_numerics(
             x, "Query embeddings contain NaN or Inf: check the raw query features (e.g. a NaN "
                "numeric feature); non-finite queries have no ranking")
 
@@ -362,10 +367,12 @@ class Index(tfrs.layers.factorized_top_k.TopK, abc.ABC):
                              "identifiers) or index_from_dataset(ds) before querying or saving it.")
 
     def _gather_ids(self, rows: tf.Tensor) -> tf.Tensor:
-        """Identifiers of candidate rows; row -1 (nothing found) maps to b"" or -1."""
-        ids = tf.gather(self._identifiers, tf.maximum(rows, 0))
-        missing = tf.constant(b"" if ids.dtype == tf.string else -1, ids.dtype)
-        return tf.where(rows < 0, missing, ids)
+        """Identifiers of candidate rows; row -1 (nothing found) maps to b"" or -1.
+
+        One gather at `rows + 1` from the identifiers stored after the missing one (two
+        executed ops in a SavedModel: on small searches the op count sets the speed).
+        """
+        return tf.gather(self._identifiers, rows + 1)
 
     def _resolve_k(self, k):
         if k is None:
