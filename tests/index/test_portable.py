@@ -47,11 +47,15 @@ def test_layout_hand_derived():
     np.testing.assert_array_equal(layout["leaf_blocks"], [0, 1] + [2] * 15)
     np.testing.assert_array_equal(layout["leaf_keys"][3], [0, 0] + [-np.inf] * 14)
     # Block 2 is the empty block that pads the leaf table: no rows, zero vectors, key bias -inf.
+    # Candidate rows are [x, 0, bias]: bias 0, and -inf on padding rows.
     np.testing.assert_array_equal(layout["block_rows"], [[0, 2], [1, 3], [-1, -1]])
-    np.testing.assert_array_equal(layout["blocks"][:2], vectors[[[0, 2], [1, 3]]])
-    np.testing.assert_array_equal(layout["blocks"][2], 0)
-    # One block per leaf: leaf_width 1 (the power of two >= 1).
-    np.testing.assert_array_equal(layout["leaf_table"], [[0], [1]] + [[2]] * 14)
+    np.testing.assert_array_equal(layout["blocks"][:2, :, :2], vectors[[[0, 2], [1, 3]]])
+    np.testing.assert_array_equal(layout["blocks"][:2, :, 2:], 0)
+    np.testing.assert_array_equal(layout["blocks"][2], [[0, 0, 0, -np.inf]] * 2)
+    # One block per leaf: leaf_width 1 (the power of two >= 1); the table is stored in groups
+    # of LEAF_GROUP leaves.
+    assert layout["leaf_table"].shape == (1, 16, 1)
+    np.testing.assert_array_equal(layout["leaf_table"].reshape(-1, 1), [[0], [1]] + [[2]] * 14)
     np.testing.assert_array_equal(layout["block_keys"][:, 3], [0, 0, -np.inf])
     # Block centres are the means: (0.5, 1) and (-2, 0.5).
     np.testing.assert_allclose(layout["block_keys"][:2, :2], [[0.5, 1], [-2, 0.5]])
@@ -73,7 +77,8 @@ def test_large_leaves_are_cut_into_leaf_width_runs():
     layout = portable_search.build_layout(vectors, centroids, assignment, block_size=2,
                                           leaf_width=2)
     np.testing.assert_array_equal(layout["leaf_blocks"][:5], [0, 2, 4, 5, 6])
-    np.testing.assert_array_equal(layout["leaf_table"][:4], [[0, 1], [2, 3], [4, 6], [5, 6]])
+    np.testing.assert_array_equal(layout["leaf_table"].reshape(-1, 2)[:4],
+                                  [[0, 1], [2, 3], [4, 6], [5, 6]])
     rows = layout["block_rows"]
     for leaf in range(3):
         held = rows[layout["leaf_blocks"][leaf]:layout["leaf_blocks"][leaf + 1]].ravel()
@@ -115,14 +120,17 @@ def test_layout_pads_the_last_block_and_keeps_every_row_once():
     np.testing.assert_array_equal(np.sort(rows[rows >= 0]), np.arange(203))
     sizes = np.bincount(assignment, minlength=5)
     np.testing.assert_array_equal(np.diff(layout["leaf_blocks"])[:5], -(-sizes // 8))
-    assert layout["leaf_table"].shape == (16, 16)  # no leaf is cut at width 16
+    assert layout["leaf_table"].shape == (1, 16, 16)  # no leaf is cut at width 16
     for leaf in range(5):
         held = rows[layout["leaf_blocks"][leaf]:layout["leaf_blocks"][leaf + 1]]
         assert set(held[held >= 0].tolist()) == set(np.flatnonzero(assignment == leaf).tolist())
         # Only the leaf's last block may hold padding.
         assert (held[:-1] >= 0).all()
-    np.testing.assert_array_equal(layout["blocks"][rows < 0], 0)
-    np.testing.assert_array_equal(layout["blocks"][rows >= 0], vectors[rows[rows >= 0]])
+    blocks = layout["blocks"]
+    assert blocks.shape[2] == 4 + 2
+    np.testing.assert_array_equal(blocks[rows < 0], [[0] * 5 + [-np.inf]] * (rows < 0).sum())
+    np.testing.assert_array_equal(blocks[rows >= 0][:, :4], vectors[rows[rows >= 0]])
+    np.testing.assert_array_equal(blocks[rows >= 0][:, 4:], 0)
 
 
 def test_split_leaf_puts_separated_clusters_in_separate_blocks():
@@ -210,6 +218,10 @@ def test_grouped_leaf_selection_is_the_exact_top_k():
     table = rng.integers(0, 10_000, size=(640, 3)).astype(np.int32)
     rows = portable_search._leaf_table_rows(tf.constant(table), tf.constant(scores), 5).numpy()
     assert rows.shape == (300, 5, 3)
+    # The grouped form `build_layout` stores ([L / 16, 16, width]) selects the same rows.
+    grouped = portable_search._leaf_table_rows(tf.constant(table.reshape(40, 16, 3)),
+                                               tf.constant(scores), 5).numpy()
+    np.testing.assert_array_equal(grouped, rows)
     for got, row in zip(rows, scores):
         expected = table[np.argsort(-row)[:5]]
         assert sorted(map(tuple, got)) == sorted(map(tuple, expected))
@@ -239,7 +251,7 @@ def _numpy_search(layout, queries, k, probes, searched, leaf_weight, block_weigh
     `padded`: the fixed-shape graph of small searches, which always keeps the exact top leaves.
     """
     lay = {name: np.asarray(value) for name, value in layout.items()}
-    dim = lay["blocks"].shape[2]
+    dim = lay["blocks"].shape[2] - 2
     centres_t, leaf_spread, leaf_bias = (lay["leaf_keys"][:dim], lay["leaf_keys"][dim],
                                          lay["leaf_keys"][dim + 1])
     block_centres, block_spread = lay["block_keys"][:, :dim], lay["block_keys"][:, dim]
@@ -259,7 +271,7 @@ def _numpy_search(layout, queries, k, probes, searched, leaf_weight, block_weigh
         coarse = block_centres[blocks] @ q + block_weight * norm * block_spread[blocks]
         chosen = blocks[np.argsort(-coarse)[:searched]]
         rows = lay["block_rows"][chosen].ravel()
-        scores = (lay["blocks"][chosen] @ q).ravel()
+        scores = (lay["blocks"][chosen][..., :dim] @ q).ravel()
         scores, rows = scores[rows >= 0], rows[rows >= 0]
         out.append(rows[np.argsort(-scores)[:k]])
     return np.array(out)
@@ -501,17 +513,89 @@ def test_saved_model_in_clean_process_same_results_stock_ops_only(tmp_path, data
 
 
 def test_chunk_size_from_the_gathered_bytes():
-    # 1M benchmark layout: 2,000 leaves, 32,278 blocks of 32 x 64. 200 leaves hold about
-    # 200 * 32278 // 2000 + 1 = 3,228 blocks: 3,228 * 65 * 4 B = 839 KB of block keys, plus 32
-    # blocks of candidates = 32 * 32 * 64 * 4 B = 262 KB: 1.10 MB a query, 16 MB / 1.10 MB =
-    # 15.2 -> 15, clipped up to CHUNK = 16.
-    big = {"blocks": tf.zeros([32278, 32, 64]), "leaf_keys": tf.zeros([65, 2000])}
+    # 1M benchmark layout: 2,000 leaves, 32,278 blocks of 32 candidate rows of 64 + 2 floats
+    # (keys as wide). 200 leaves hold about 200 * 32278 // 2000 + 1 = 3,228 blocks: 3,228 * 66
+    # * 4 B = 852 KB of block keys, plus 32 blocks of candidates = 32 * 32 * 66 * 4 B = 270 KB:
+    # 1.12 MB a query, 16 MiB / 1.12 MB = 14.9 -> 14, clipped up to CHUNK = 16.
+    big = {"blocks": tf.zeros([32278, 32, 66]), "leaf_keys": tf.zeros([66, 2000])}
     assert int(portable_search.chunk_size(big, tf.constant(200), tf.constant(32))) == 16
     # Small search: 894 leaves, 7,000 blocks; 8 leaves -> 8 * 7000 // 894 + 1 = 63 blocks
-    # (16 KB of keys) and 3 blocks (24 KB of candidates): 40 KB a query, 16 MB / 40 KB = 413
-    # -> clipped to MAX_CHUNK = 256 (a batch of 256 in one chunk).
-    small = {"blocks": tf.zeros([7000, 32, 64]), "leaf_keys": tf.zeros([65, 894])}
+    # (16.6 KB of keys) and 3 blocks (25.3 KB of candidates): 42 KB a query, 16 MiB / 42 KB =
+    # 399 -> clipped to MAX_CHUNK = 256 (a batch of 256 in one chunk).
+    small = {"blocks": tf.zeros([7000, 32, 66]), "leaf_keys": tf.zeros([66, 894])}
     assert int(portable_search.chunk_size(small, tf.constant(8), tf.constant(3))) == 256
-    # In between: 124 leaves -> 2,002 blocks' keys (521 KB) + 16 blocks (131 KB): 16 MiB / 652 KB
-    # = 25.7 -> 25.
+    # In between: 124 leaves -> 2,002 blocks' keys (529 KB) + 16 blocks (135 KB): 16 MiB /
+    # 664 KB = 25.3 -> 25.
     assert int(portable_search.chunk_size(big, tf.constant(124), tf.constant(16))) == 25
+
+
+@pytest.mark.parametrize("string_ids", [True, False])
+def test_searches_finding_fewer_than_k_fill_the_tail_with_missing_ids(data, tmp_path,
+                                                                       string_ids):
+    # One leaf, one block of at most 8 candidates, k = 20: at least 12 results are "nothing
+    # found": score -inf, identifier b"" (or -1), in Python and in the exported signature.
+    candidates, queries, _ = data
+    rows = np.arange(len(candidates))
+    ids = np.array([f"item{r}".encode() for r in rows], object) if string_ids else rows + 7
+    index = PortableIndex(k=20, block_size=8).index(candidates, ids)
+    index.set_search_params(leaves_to_search=1, blocks_to_search=1)
+    scores, found = (t.numpy() for t in index(queries[:30]))
+    real = np.isfinite(scores)
+    assert 1 <= real.sum(1).min() and real.sum(1).max() <= 8
+    missing = b"" if string_ids else -1
+    assert (found[~real] == missing).all() and (found[real] != missing).all()
+    # The found identifiers are those of the rows whose exact scores were returned.
+    found_rows = (np.array([int(i[4:]) for i in found[real]]) if string_ids
+                  else found[real].astype(np.int64) - 7)
+    per_result = np.repeat(queries[:30][:, None, :], 20, axis=1)[real]
+    np.testing.assert_allclose(scores[real], (per_result * candidates[found_rows]).sum(1),
+                               rtol=1e-5, atol=1e-5)
+    save_index(index, tmp_path / "export")
+    served = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"](
+        queries=tf.constant(queries[:30]))
+    np.testing.assert_array_equal(served["ids"].numpy(), found)
+    np.testing.assert_allclose(served["scores"].numpy(), scores, rtol=1e-6)
+
+
+_EXECUTED_NODES = textwrap.dedent("""
+    import collections, json, sys
+    import numpy as np
+    import tensorflow as tf
+    tf.compat.v1.disable_eager_execution()
+    path, queries_path = sys.argv[1:3]
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta = tf.compat.v1.saved_model.load(session, ["serve"], path)
+        signature = meta.signature_def["serving_default"]
+        feed = {signature.inputs["queries"].name: np.load(queries_path)[:1]}
+        fetch = [signature.outputs["ids"].name]  # as benchmarks/index times it
+        session.run(fetch, feed)
+        metadata = tf.compat.v1.RunMetadata()
+        session.run(fetch, feed, run_metadata=metadata, options=tf.compat.v1.RunOptions(
+            trace_level=tf.compat.v1.RunOptions.FULL_TRACE))
+    ops = collections.Counter(
+        n.timeline_label.split(" = ")[1].split("(")[0] if " = " in n.timeline_label
+        else n.node_name for d in metadata.step_stats.dev_stats for n in d.node_stats)
+    print(json.dumps(ops))
+""")
+
+
+def test_small_search_signature_executes_few_nodes_per_call(tmp_path, data):
+    # Through the C API every executed node costs time whatever it computes, so a batch-1 call
+    # of a small search is kept to one fixed-shape graph: no branches, masks or selects, and
+    # no more nodes than when this was written (69, counted through a TF1 session as TF
+    # Serving runs the signature; 80 before the variable, leaf-table, padding and identifier
+    # changes described in `_search_padded`).
+    candidates, queries, _ = data
+    index = PortableIndex(k=10).index(candidates, np.arange(len(candidates)) + 5)
+    index.set_search_params(leaves_to_search=3, blocks_to_search=3)
+    path = save_index(index, tmp_path / "portable")
+    np.save(tmp_path / "q.npy", queries[:4])
+    result = subprocess.run([sys.executable, "-c", _EXECUTED_NODES, str(path),
+                             str(tmp_path / "q.npy")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ops = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sum(ops.values()) <= 69, ops
+    assert not {"Select", "SelectV2", "Where", "If", "StatelessIf", "Switch", "Merge",
+                "While"} & set(ops), ops
+    assert ops["TopKV2"] == 4 and ops["VarHandleOp"] == 6, ops

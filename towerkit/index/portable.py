@@ -183,7 +183,7 @@ class PortableIndex(Index):
         # Leaves searched are the k-means leaves after cutting the large ones (`leaf_width`).
         settings.update(kmeans_leaves=settings["num_leaves"],
                         num_leaves=int(np.isfinite(layout["leaf_keys"][-1]).sum()),
-                        leaf_width=int(layout["leaf_table"].shape[1]),
+                        leaf_width=int(layout["leaf_table"].shape[-1]),
                         block_size=self._block_size, num_blocks=int(layout["blocks"].shape[0]) - 1,
                         leaf_size_min=int(sizes.min()), leaf_size_max=int(sizes.max()),
                         **self._weights)

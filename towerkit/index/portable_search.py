@@ -8,8 +8,10 @@ Layout (built once by `build_layout`, NumPy):
     consecutive blocks), each with its own centre and radius (the largest distance of one of
     its candidates from the centre). The blocks of leaf `l` are
     `leaf_blocks[l]:leaf_blocks[l + 1]`; their candidates are stored padded as one
-    `[num_blocks, block_size, dim]` float32 tensor (about 3% padding at 1M), so a block is read
-    with one contiguous copy.
+    `[num_blocks, block_size, dim + 2]` float32 tensor (about 3% padding at 1M), so a block is
+    read with one contiguous copy. A candidate row is `[x, 0, bias]`, bias 0 and -inf for
+    padding, so that its product with the block key query `[q, w * |q|, 1]` is `q . x`, and
+    -inf on padding, without a mask.
 
 A leaf of more than `leaf_width` blocks is cut into several leaves, and `leaf_table` lists every
 leaf's blocks in one fixed-width row (padded with an empty block), so that a small search is
@@ -147,12 +149,15 @@ def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.n
       `leaf_keys [dim + 2, L]` (leaf centres, transposed, a row of leaf spreads and a row of
       biases: 0, and -inf for the padding leaves),
       `leaf_blocks [L + 1]` int64 (the blocks of leaf `l` are `leaf_blocks[l]:leaf_blocks[l+1]`),
-      `leaf_table [L, leaf_width]` int32 (the same blocks, padded with block `B`),
+      `leaf_table [L / LEAF_GROUP, LEAF_GROUP, leaf_width]` int32 (the same blocks, padded
+      with block `B`; row `l` of the flattened `[L, leaf_width]` table is leaf `l`),
       `block_keys [B + 1, dim + 2]` (block centres, a column of block radii and a column of
-      biases: 0, and -inf for the empty block `B`), `blocks [B + 1, block_size, dim]` float32
-      (zero padding; block `B` is empty) and `block_rows [B + 1, block_size]` int32 (original
-      candidate row, -1 for padding). With the spread or radius stored beside the centre,
-      `[q, weight * |q|, 1] . key` is the whole ranking score in one product.
+      biases: 0, and -inf for the empty block `B`), `blocks [B + 1, block_size, dim + 2]`
+      float32 (each candidate `[x, 0, 0]`; padding rows `[0, 0, -inf]`; block `B` is empty)
+      and `block_rows [B + 1, block_size]` int32 (original candidate row, -1 for padding).
+      With the spread or radius stored beside the centre, `[q, weight * |q|, 1] . key` is the
+      whole ranking score in one product, and the same query scores a candidate row exactly
+      (`q . x`, or -inf for padding).
     """
     embeddings = np.asarray(embeddings, np.float32)
     centroids = np.asarray(centroids, np.float32)
@@ -203,11 +208,11 @@ def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.n
     for leaf, (start, end) in enumerate(zip(leaf_blocks[:-1], leaf_blocks[1:])):
         leaf_table[leaf, :end - start] = np.arange(start, end)
     real = block_rows >= 0
-    blocks = np.where(real[..., None], embeddings[np.maximum(block_rows, 0)], 0.0
-                      ).astype(np.float32)
+    vectors = np.where(real[..., None], embeddings[np.maximum(block_rows, 0)], 0.0
+                       ).astype(np.float32)
     counts = np.maximum(real.sum(1), 1).astype(np.float32)
-    block_centres = (blocks.sum(1) / counts[:, None]).astype(np.float32)
-    residual = np.where(real[..., None], blocks - block_centres[:, None], 0.0)
+    block_centres = (vectors.sum(1) / counts[:, None]).astype(np.float32)
+    residual = np.where(real[..., None], vectors - block_centres[:, None], 0.0)
     block_radius = np.sqrt((residual * residual).sum(2).max(1)).astype(np.float32)
     bias = np.zeros(num_blocks + 1, np.float32)
     bias[num_blocks] = _NEG_INF
@@ -217,8 +222,12 @@ def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.n
                                 np.asarray(leaf_spreads, np.float32)[None],
                                 leaf_bias[None]]).astype(np.float32)
     block_keys = np.concatenate([block_centres, block_radius[:, None], bias[:, None]], 1)
+    blocks = np.concatenate([vectors, np.zeros(real.shape + (1,), np.float32),
+                             np.where(real, 0.0, _NEG_INF).astype(np.float32)[..., None]], 2)
+    del vectors
     return {"leaf_keys": np.ascontiguousarray(leaf_keys), "leaf_blocks": leaf_blocks,
-            "leaf_table": leaf_table, "block_keys": block_keys.astype(np.float32),
+            "leaf_table": leaf_table.reshape(-1, LEAF_GROUP, width),
+            "block_keys": block_keys.astype(np.float32),
             "blocks": blocks, "block_rows": block_rows}
 
 
@@ -246,16 +255,19 @@ def search(layout, queries, k, leaves_to_search, blocks_to_search, leaf_spread_w
       `(scores [batch, k] float32, rows [batch, k] int32)`: original candidate rows, best first;
       `(-inf, -1)` fill the tail when the searched blocks hold fewer than `k` candidates.
     """
-    # Read every variable once into a tensor: the search gathers from plain tensors. (A sparse
-    # read of a resource variable mixed with dense reads makes TF copy the variable per read.)
-    t = {name: tf.convert_to_tensor(value) for name, value in layout.items()}
     queries = tf.convert_to_tensor(queries, tf.float32)
-    num_leaves = int(t["leaf_keys"].shape[1])
+    num_leaves = int(layout["leaf_keys"].shape[1])
     probes = int(min(max(int(leaves_to_search), 1), num_leaves))
     knobs = (probes, int(blocks_to_search), float(leaf_spread_weight),
              float(block_spread_weight))
     pad = max_k if max_k is not None else (k if isinstance(k, int) else None)
-    if padded_floats(t, *knobs[:2]) <= PADDED_MAX_FLOATS:
+    padded = padded_floats(layout, *knobs[:2]) <= PADDED_MAX_FLOATS
+    # Read each variable the graph uses once into a tensor: the search gathers from plain
+    # tensors (a sparse read of a resource variable mixed with dense reads makes TF copy the
+    # variable per read), and an unused variable would still be an input of the signature.
+    used = _PADDED_INPUTS if padded else tuple(layout)
+    t = {name: tf.convert_to_tensor(layout[name]) for name in used}
+    if padded:
         return _search_padded(t, queries, k, *knobs, pad)
     batch = tf.shape(queries)[0]
     if queries.shape[0] == 1:
@@ -284,6 +296,10 @@ def search(layout, queries, k, leaves_to_search, blocks_to_search, leaf_spread_w
     return tf.cond(tf.equal(batch, 1), lambda: _search_one(t, queries, k, *knobs, pad), small)
 
 
+# The layout arrays `_search_padded` reads (not `leaf_blocks`).
+_PADDED_INPUTS = ("leaf_keys", "leaf_table", "block_keys", "blocks", "block_rows")
+
+
 def _key_query(queries, norm, weight):
     """`[q, weight * |q|, 1]`: its product with a leaf or block key (centre, spread or radius,
     bias) is the ranking score."""
@@ -291,17 +307,17 @@ def _key_query(queries, norm, weight):
 
 
 def _padded_sizes(t, probes: int, blocks_to_search: int):
-    """`(leaf width, block size, dim, blocks searched)` of `_search_padded`."""
-    width = int(t["leaf_table"].shape[1])
-    _, size, dim = (int(d) for d in t["blocks"].shape)
-    return width, size, dim, min(blocks_to_search, probes * width)
+    """`(leaf width, block size, key width (dim + 2), blocks searched)` of `_search_padded`."""
+    width = int(t["leaf_table"].shape[-1])
+    _, size, keys = (int(d) for d in t["blocks"].shape)
+    return width, size, keys, min(blocks_to_search, probes * width)
 
 
 def padded_floats(t, probes: int, blocks_to_search: int) -> int:
     """Floats one query gathers in `_search_padded`: the keys of `probes` full leaf-table rows
-    and the candidates of `blocks_to_search` blocks."""
-    width, size, dim, searched = _padded_sizes(t, probes, blocks_to_search)
-    return probes * width * (dim + 2) + searched * size * dim
+    and the candidates of `blocks_to_search` blocks (`dim + 2` floats each)."""
+    width, size, keys, searched = _padded_sizes(t, probes, blocks_to_search)
+    return probes * width * keys + searched * size * keys
 
 
 def _search_padded(t, queries, k, probes, blocks_to_search, leaf_weight, block_weight, pad):
@@ -312,24 +328,28 @@ def _search_padded(t, queries, k, probes, blocks_to_search, leaf_weight, block_w
     leaves hold, and in exchange needs no ragged ranges, masks per query, chunks or branches.
     Through TensorFlow's C API (TF Serving's path) every executed op costs about half a
     microsecond whatever it computes, and on a small search the arithmetic costs about as much:
-    a batch-1 call of the exported signature executes about 80 nodes (with the signature's own
+    a batch-1 call of the exported signature executes 69 nodes (with the signature's own
     checks, constants and variable reads), where the ragged graph behind a `tf.cond` executed
-    120 (and the executor also walked the untaken branch's ops).
+    120 (and the executor also walked the untaken branch's ops). What keeps it there: only the
+    variables it reads are inputs (each costs a handle, an identity and a read), the leaf table
+    is stored in its groups (no reshape), the candidate rows carry their padding as a -inf
+    bias (no mask and select), and identifiers are one gather at `rows + 1`
+    (`Index._gather_ids`).
     """
-    width, size, dim, searched = _padded_sizes(t, probes, blocks_to_search)
+    width, size, keys, searched = _padded_sizes(t, probes, blocks_to_search)
     norm = tf.raw_ops.EuclideanNorm(input=queries, axis=tf.constant([1]), keep_dims=True)
     leaf_scores = tf.matmul(_key_query(queries, norm, leaf_weight), t["leaf_keys"])
     blocks = tf.reshape(_leaf_table_rows(t["leaf_table"], leaf_scores, probes),
                         [-1, probes * width])
-    block_query = tf.expand_dims(_key_query(queries, norm, block_weight), 1)
+    block_query = tf.expand_dims(_key_query(queries, norm, block_weight), 1)  # [b, 1, keys]
     # Multiply and sum, not a batched matmul: at batch 1 it is faster here.
     coarse = tf.reduce_sum(tf.gather(t["block_keys"], blocks) * block_query, axis=2)
     _, at = tf.math.top_k(coarse, searched, sorted=False)
     chosen = tf.gather(blocks, at, batch_dims=1)  # [b, searched]
-    vectors = tf.reshape(tf.gather(t["blocks"], chosen), [-1, searched * size, dim])
-    scores = tf.reduce_sum(vectors * tf.expand_dims(queries, 1), axis=2)
+    vectors = tf.reshape(tf.gather(t["blocks"], chosen), [-1, searched * size, keys])
+    # `[x, 0, bias] . [q, w |q|, 1]`: `q . x`, and -inf on padding rows (no mask needed).
+    scores = tf.reduce_sum(vectors * block_query, axis=2)
     rows = tf.reshape(tf.gather(t["block_rows"], chosen), [-1, searched * size])
-    scores = tf.where(rows >= 0, scores, _NEG_INF)
     if pad is None or searched * size < pad:
         return _top_k_padded(scores, rows, k)
     top_scores, index = tf.math.top_k(scores, k)
@@ -339,6 +359,9 @@ def _search_padded(t, queries, k, probes, blocks_to_search, leaf_weight, block_w
 def _leaf_table_rows(table, leaf_scores, probes):
     """`leaf_table` rows `[b, probes, width]` of the `probes` best leaves of each query.
 
+    `table` is `[L, width]` or, as `build_layout` stores it, `[L / LEAF_GROUP, LEAF_GROUP,
+    width]` (the groups of the first step; no reshape op in the graph).
+
     On a partition of many leaves, in two steps: the best `probes` groups of `LEAF_GROUP`
     consecutive leaves by their best leaf score, then the best `probes` leaves of those groups.
     The best leaves lie in those groups (a group holding one of them scores at least the
@@ -347,15 +370,18 @@ def _leaf_table_rows(table, leaf_scores, probes):
     top-k costs several nanoseconds per element, and over all leaves it was a third of a
     batch-256 search on the small-search benchmark.
     """
-    num_leaves, width = (int(d) for d in table.shape)
+    width = int(table.shape[-1])
+    num_leaves = int(np.prod(table.shape[:-1]))
     if num_leaves % LEAF_GROUP or 2 * probes * LEAF_GROUP > num_leaves:
         _, leaf = tf.math.top_k(leaf_scores, probes, sorted=False)
-        return tf.gather(table, leaf)
+        return tf.gather(tf.reshape(table, [num_leaves, width]), leaf)
     groups = tf.reshape(leaf_scores, [-1, num_leaves // LEAF_GROUP, LEAF_GROUP])
     _, best = tf.math.top_k(tf.reduce_max(groups, axis=2), probes, sorted=False)  # [b, probes]
     inner = tf.reshape(tf.gather(groups, best, batch_dims=1), [-1, probes * LEAF_GROUP])
     _, at = tf.math.top_k(inner, probes, sorted=False)
-    rows = tf.gather(tf.reshape(table, [num_leaves // LEAF_GROUP, LEAF_GROUP, width]), best)
+    if table.shape.rank == 2:
+        table = tf.reshape(table, [num_leaves // LEAF_GROUP, LEAF_GROUP, width])
+    rows = tf.gather(table, best)
     return tf.gather(tf.reshape(rows, [-1, probes * LEAF_GROUP, width]), at, batch_dims=1)
 
 
@@ -363,8 +389,8 @@ def chunk_size(t, probes, blocks_to_search):
     """Queries per chunk of a large batch: as many as keep the gathered tensors near CHUNK_BYTES.
 
     Per query, a chunk gathers the keys of every block of its `probes` leaves (about
-    `probes * num_blocks / num_leaves` rows of `dim + 1` floats) and the candidates of
-    `blocks_to_search` blocks (`block_size * dim` floats each). Clipped to
+    `probes * num_blocks / num_leaves` rows of `dim + 2` floats) and the candidates of
+    `blocks_to_search` blocks (`block_size * (dim + 2)` floats each). Clipped to
     `[CHUNK, MAX_CHUNK]`: on the 1M benchmark (200 leaves, 32 blocks: about 1 MB a query) this
     is CHUNK; a small search (a few leaves and blocks) runs a batch of 256 in one chunk instead
     of 16, and the per-chunk op count no longer dominates.
@@ -377,10 +403,10 @@ def chunk_size(t, probes, blocks_to_search):
     Returns:
       int32 scalar.
     """
-    num_blocks, size, dim = (t["blocks"].shape[i] or tf.shape(t["blocks"])[i] for i in range(3))
+    num_blocks, size, keys = (t["blocks"].shape[i] or tf.shape(t["blocks"])[i] for i in range(3))
     num_leaves = t["leaf_keys"].shape[1] or tf.shape(t["leaf_keys"])[1]
-    per_query = 4.0 * (tf.cast(probes * num_blocks // num_leaves + 1, tf.float32) * (dim + 1)
-                       + tf.cast(blocks_to_search * size * dim, tf.float32))
+    per_query = 4.0 * (tf.cast(probes * num_blocks // num_leaves + 1, tf.float32) * keys
+                       + tf.cast(blocks_to_search * size * keys, tf.float32))
     return tf.clip_by_value(tf.cast(CHUNK_BYTES / per_query, tf.int32), CHUNK, MAX_CHUNK)
 
 
@@ -439,17 +465,18 @@ def _search_one(t, queries, k, probes, blocks_to_search, leaf_weight, block_weig
                                     deltas=tf.constant(1, tf.int64)).rt_dense_values
     # Multiply and sum, not a matmul: `m` changes with every query, and oneDNN's matmul
     # builds (JIT-compiles) a new kernel for every new shape.
-    coarse = tf.reduce_sum(tf.gather(t["block_keys"], blocks)
-                           * _key_query(queries, norm, block_weight), axis=1)  # [m]
+    block_query = _key_query(queries, norm, block_weight)  # [1, dim + 2]
+    coarse = tf.reduce_sum(tf.gather(t["block_keys"], blocks) * block_query, axis=1)  # [m]
     _, at = tf.math.top_k(coarse, tf.minimum(blocks_to_search, tf.size(blocks)), sorted=False)
     chosen = tf.gather(blocks, at)  # [searched]
-    dim = t["blocks"].shape[2] or tf.shape(t["blocks"])[2]
-    scores = tf.matmul(queries, tf.reshape(tf.gather(t["blocks"], chosen), [-1, dim]),
+    keys = t["blocks"].shape[2] or tf.shape(t["blocks"])[2]
+    # Candidate rows `[x, 0, bias]`: `q . x`, -inf on padding.
+    scores = tf.matmul(block_query, tf.reshape(tf.gather(t["blocks"], chosen), [-1, keys]),
                        transpose_b=True)  # [1, searched * block_size]
-    rows = tf.reshape(tf.gather(t["block_rows"], chosen), [1, -1])
     # [1, -1]: a lowered tf.cond may run this branch's ops on a larger batch too (their result
-    # is discarded); the reshape keeps them shape-valid.
-    scores = tf.where(rows >= 0, tf.reshape(scores, [1, -1]), _NEG_INF)
+    # is discarded); the reshapes keep them shape-valid.
+    rows = tf.reshape(tf.gather(t["block_rows"], chosen), [1, -1])
+    scores = tf.reshape(scores, [1, -1])
     if isinstance(pad, int):
         scores = tf.concat([scores, tf.fill([1, pad], _NEG_INF)], 1)
         rows = tf.concat([rows, tf.fill([1, pad], tf.constant(-1, rows.dtype))], 1)
@@ -464,7 +491,6 @@ def _search_chunk(t, queries, k, probes, blocks_to_search, leaf_weight, block_we
     `probes` is `leaves_to_search` clipped to `[1, num_leaves]` (by `search`).
     """
     batch = tf.shape(queries)[0]
-    dim = tf.shape(queries)[1]
     norms = tf.norm(queries, axis=1, keepdims=True)  # [b, 1]
     # 1. Leaves.
     leaf_scores = tf.matmul(_key_query(queries, norms, leaf_weight), t["leaf_keys"])
@@ -487,9 +513,10 @@ def _search_chunk(t, queries, k, probes, blocks_to_search, leaf_weight, block_we
     chosen = tf.gather(candidates, at, batch_dims=1)
     usable = tf.logical_and(chosen >= 0, best_coarse > _NEG_INF)
     chosen = tf.maximum(chosen, 0)
-    # 3. Exact scores of the chosen blocks' candidates.
-    vectors = tf.reshape(tf.gather(t["blocks"], chosen), [batch, -1, dim])
-    scores = tf.matmul(vectors, queries[:, :, tf.newaxis])  # [b, searched * size, 1]
+    # 3. Exact scores of the chosen blocks' candidates (rows `[x, 0, bias]`: `q . x`).
+    keys = tf.shape(t["blocks"])[2]
+    vectors = tf.reshape(tf.gather(t["blocks"], chosen), [batch, -1, keys])
+    scores = tf.matmul(vectors, block_query[:, 0, :, tf.newaxis])  # [b, searched * size, 1]
     rows = tf.gather(t["block_rows"], chosen)  # [b, searched, size]
     keep = tf.logical_and(usable[:, :, tf.newaxis], rows >= 0)
     scores = tf.where(keep, tf.reshape(scores, tf.shape(rows)), _NEG_INF)
