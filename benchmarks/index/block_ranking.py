@@ -45,7 +45,7 @@ def main() -> None:
     layout = portable_search.build_layout(candidates, partition.centroids, partition.assignment)
     dim = candidates.shape[1]
     leaf_keys, leaf_blocks = layout["leaf_keys"], layout["leaf_blocks"]
-    blocks, rows = layout["blocks"][..., :dim], layout["block_rows"]  # rows [x, 0, bias]
+    blocks, rows = layout["blocks"], layout["block_rows"]
     real = rows >= 0
     counts = real.sum(1)
     centres = blocks.sum(1) / counts[:, None]

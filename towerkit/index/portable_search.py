@@ -8,10 +8,8 @@ Layout (built once by `build_layout`, NumPy):
     consecutive blocks), each with its own centre and radius (the largest distance of one of
     its candidates from the centre). The blocks of leaf `l` are
     `leaf_blocks[l]:leaf_blocks[l + 1]`; their candidates are stored padded as one
-    `[num_blocks, block_size, dim + 2]` float32 tensor (about 3% padding at 1M), so a block is
-    read with one contiguous copy. A candidate row is `[x, 0, bias]`, bias 0 and -inf for
-    padding, so that its product with the block key query `[q, w * |q|, 1]` is `q . x`, and
-    -inf on padding, without a mask.
+    `[num_blocks, block_size, dim]` float32 tensor (about 3% padding at 1M), so a block is read
+    with one contiguous copy.
 
 A leaf of more than `leaf_width` blocks is cut into several leaves, and `leaf_table` lists every
 leaf's blocks in one fixed-width row (padded with an empty block), so that a small search is
@@ -152,12 +150,10 @@ def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.n
       `leaf_table [L / LEAF_GROUP, LEAF_GROUP, leaf_width]` int32 (the same blocks, padded
       with block `B`; row `l` of the flattened `[L, leaf_width]` table is leaf `l`),
       `block_keys [B + 1, dim + 2]` (block centres, a column of block radii and a column of
-      biases: 0, and -inf for the empty block `B`), `blocks [B + 1, block_size, dim + 2]`
-      float32 (each candidate `[x, 0, 0]`; padding rows `[0, 0, -inf]`; block `B` is empty)
-      and `block_rows [B + 1, block_size]` int32 (original candidate row, -1 for padding).
-      With the spread or radius stored beside the centre, `[q, weight * |q|, 1] . key` is the
-      whole ranking score in one product, and the same query scores a candidate row exactly
-      (`q . x`, or -inf for padding).
+      biases: 0, and -inf for the empty block `B`), `blocks [B + 1, block_size, dim]` float32
+      (zero padding; block `B` is empty) and `block_rows [B + 1, block_size]` int32 (original
+      candidate row, -1 for padding). With the spread or radius stored beside the centre,
+      `[q, weight * |q|, 1] . key` is the whole ranking score in one product.
     """
     embeddings = np.asarray(embeddings, np.float32)
     centroids = np.asarray(centroids, np.float32)
@@ -208,11 +204,11 @@ def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.n
     for leaf, (start, end) in enumerate(zip(leaf_blocks[:-1], leaf_blocks[1:])):
         leaf_table[leaf, :end - start] = np.arange(start, end)
     real = block_rows >= 0
-    vectors = np.where(real[..., None], embeddings[np.maximum(block_rows, 0)], 0.0
-                       ).astype(np.float32)
+    blocks = np.where(real[..., None], embeddings[np.maximum(block_rows, 0)], 0.0
+                      ).astype(np.float32)
     counts = np.maximum(real.sum(1), 1).astype(np.float32)
-    block_centres = (vectors.sum(1) / counts[:, None]).astype(np.float32)
-    residual = np.where(real[..., None], vectors - block_centres[:, None], 0.0)
+    block_centres = (blocks.sum(1) / counts[:, None]).astype(np.float32)
+    residual = np.where(real[..., None], blocks - block_centres[:, None], 0.0)
     block_radius = np.sqrt((residual * residual).sum(2).max(1)).astype(np.float32)
     bias = np.zeros(num_blocks + 1, np.float32)
     bias[num_blocks] = _NEG_INF
@@ -222,9 +218,6 @@ def build_layout(embeddings: np.ndarray, centroids: np.ndarray, assignment: np.n
                                 np.asarray(leaf_spreads, np.float32)[None],
                                 leaf_bias[None]]).astype(np.float32)
     block_keys = np.concatenate([block_centres, block_radius[:, None], bias[:, None]], 1)
-    blocks = np.concatenate([vectors, np.zeros(real.shape + (1,), np.float32),
-                             np.where(real, 0.0, _NEG_INF).astype(np.float32)[..., None]], 2)
-    del vectors
     return {"leaf_keys": np.ascontiguousarray(leaf_keys), "leaf_blocks": leaf_blocks,
             "leaf_table": leaf_table.reshape(-1, LEAF_GROUP, width),
             "block_keys": block_keys.astype(np.float32),
@@ -307,17 +300,17 @@ def _key_query(queries, norm, weight):
 
 
 def _padded_sizes(t, probes: int, blocks_to_search: int):
-    """`(leaf width, block size, key width (dim + 2), blocks searched)` of `_search_padded`."""
+    """`(leaf width, block size, dim, blocks searched)` of `_search_padded`."""
     width = int(t["leaf_table"].shape[-1])
-    _, size, keys = (int(d) for d in t["blocks"].shape)
-    return width, size, keys, min(blocks_to_search, probes * width)
+    _, size, dim = (int(d) for d in t["blocks"].shape)
+    return width, size, dim, min(blocks_to_search, probes * width)
 
 
 def padded_floats(t, probes: int, blocks_to_search: int) -> int:
     """Floats one query gathers in `_search_padded`: the keys of `probes` full leaf-table rows
-    and the candidates of `blocks_to_search` blocks (`dim + 2` floats each)."""
-    width, size, keys, searched = _padded_sizes(t, probes, blocks_to_search)
-    return probes * width * keys + searched * size * keys
+    and the candidates of `blocks_to_search` blocks."""
+    width, size, dim, searched = _padded_sizes(t, probes, blocks_to_search)
+    return probes * width * (dim + 2) + searched * size * dim
 
 
 def _search_padded(t, queries, k, probes, blocks_to_search, leaf_weight, block_weight, pad):
@@ -328,28 +321,30 @@ def _search_padded(t, queries, k, probes, blocks_to_search, leaf_weight, block_w
     leaves hold, and in exchange needs no ragged ranges, masks per query, chunks or branches.
     Through TensorFlow's C API (TF Serving's path) every executed op costs about half a
     microsecond whatever it computes, and on a small search the arithmetic costs about as much:
-    a batch-1 call of the exported signature executes 69 nodes (with the signature's own
+    a batch-1 call of the exported signature executes 73 nodes (with the signature's own
     checks, constants and variable reads), where the ragged graph behind a `tf.cond` executed
     120 (and the executor also walked the untaken branch's ops). What keeps it there: only the
     variables it reads are inputs (each costs a handle, an identity and a read), the leaf table
-    is stored in its groups (no reshape), the candidate rows carry their padding as a -inf
-    bias (no mask and select), and identifiers are one gather at `rows + 1`
-    (`Index._gather_ids`).
+    is stored in its groups (no reshape), and identifiers are one gather at `rows + 1`
+    (`Index._gather_ids`). Tried and not kept: candidate rows `[x, 0, bias]` scored by the
+    block key query (padding -inf without the mask and select: 69 nodes, about 9% faster at
+    batch 1 here) made the 1M searches, which gather and score those 66-float rows, about 4%
+    slower at batch 1 and up to 9% at batch 256.
     """
-    width, size, keys, searched = _padded_sizes(t, probes, blocks_to_search)
+    width, size, dim, searched = _padded_sizes(t, probes, blocks_to_search)
     norm = tf.raw_ops.EuclideanNorm(input=queries, axis=tf.constant([1]), keep_dims=True)
     leaf_scores = tf.matmul(_key_query(queries, norm, leaf_weight), t["leaf_keys"])
     blocks = tf.reshape(_leaf_table_rows(t["leaf_table"], leaf_scores, probes),
                         [-1, probes * width])
-    block_query = tf.expand_dims(_key_query(queries, norm, block_weight), 1)  # [b, 1, keys]
+    block_query = tf.expand_dims(_key_query(queries, norm, block_weight), 1)
     # Multiply and sum, not a batched matmul: at batch 1 it is faster here.
     coarse = tf.reduce_sum(tf.gather(t["block_keys"], blocks) * block_query, axis=2)
     _, at = tf.math.top_k(coarse, searched, sorted=False)
     chosen = tf.gather(blocks, at, batch_dims=1)  # [b, searched]
-    vectors = tf.reshape(tf.gather(t["blocks"], chosen), [-1, searched * size, keys])
-    # `[x, 0, bias] . [q, w |q|, 1]`: `q . x`, and -inf on padding rows (no mask needed).
-    scores = tf.reduce_sum(vectors * block_query, axis=2)
+    vectors = tf.reshape(tf.gather(t["blocks"], chosen), [-1, searched * size, dim])
+    scores = tf.reduce_sum(vectors * tf.expand_dims(queries, 1), axis=2)
     rows = tf.reshape(tf.gather(t["block_rows"], chosen), [-1, searched * size])
+    scores = tf.where(rows >= 0, scores, _NEG_INF)
     if pad is None or searched * size < pad:
         return _top_k_padded(scores, rows, k)
     top_scores, index = tf.math.top_k(scores, k)
@@ -389,8 +384,8 @@ def chunk_size(t, probes, blocks_to_search):
     """Queries per chunk of a large batch: as many as keep the gathered tensors near CHUNK_BYTES.
 
     Per query, a chunk gathers the keys of every block of its `probes` leaves (about
-    `probes * num_blocks / num_leaves` rows of `dim + 2` floats) and the candidates of
-    `blocks_to_search` blocks (`block_size * (dim + 2)` floats each). Clipped to
+    `probes * num_blocks / num_leaves` rows of `dim + 1` floats) and the candidates of
+    `blocks_to_search` blocks (`block_size * dim` floats each). Clipped to
     `[CHUNK, MAX_CHUNK]`: on the 1M benchmark (200 leaves, 32 blocks: about 1 MB a query) this
     is CHUNK; a small search (a few leaves and blocks) runs a batch of 256 in one chunk instead
     of 16, and the per-chunk op count no longer dominates.
@@ -403,10 +398,10 @@ def chunk_size(t, probes, blocks_to_search):
     Returns:
       int32 scalar.
     """
-    num_blocks, size, keys = (t["blocks"].shape[i] or tf.shape(t["blocks"])[i] for i in range(3))
+    num_blocks, size, dim = (t["blocks"].shape[i] or tf.shape(t["blocks"])[i] for i in range(3))
     num_leaves = t["leaf_keys"].shape[1] or tf.shape(t["leaf_keys"])[1]
-    per_query = 4.0 * (tf.cast(probes * num_blocks // num_leaves + 1, tf.float32) * keys
-                       + tf.cast(blocks_to_search * size * keys, tf.float32))
+    per_query = 4.0 * (tf.cast(probes * num_blocks // num_leaves + 1, tf.float32) * (dim + 1)
+                       + tf.cast(blocks_to_search * size * dim, tf.float32))
     return tf.clip_by_value(tf.cast(CHUNK_BYTES / per_query, tf.int32), CHUNK, MAX_CHUNK)
 
 
@@ -465,18 +460,17 @@ def _search_one(t, queries, k, probes, blocks_to_search, leaf_weight, block_weig
                                     deltas=tf.constant(1, tf.int64)).rt_dense_values
     # Multiply and sum, not a matmul: `m` changes with every query, and oneDNN's matmul
     # builds (JIT-compiles) a new kernel for every new shape.
-    block_query = _key_query(queries, norm, block_weight)  # [1, dim + 2]
-    coarse = tf.reduce_sum(tf.gather(t["block_keys"], blocks) * block_query, axis=1)  # [m]
+    coarse = tf.reduce_sum(tf.gather(t["block_keys"], blocks)
+                           * _key_query(queries, norm, block_weight), axis=1)  # [m]
     _, at = tf.math.top_k(coarse, tf.minimum(blocks_to_search, tf.size(blocks)), sorted=False)
     chosen = tf.gather(blocks, at)  # [searched]
-    keys = t["blocks"].shape[2] or tf.shape(t["blocks"])[2]
-    # Candidate rows `[x, 0, bias]`: `q . x`, -inf on padding.
-    scores = tf.matmul(block_query, tf.reshape(tf.gather(t["blocks"], chosen), [-1, keys]),
+    dim = t["blocks"].shape[2] or tf.shape(t["blocks"])[2]
+    scores = tf.matmul(queries, tf.reshape(tf.gather(t["blocks"], chosen), [-1, dim]),
                        transpose_b=True)  # [1, searched * block_size]
-    # [1, -1]: a lowered tf.cond may run this branch's ops on a larger batch too (their result
-    # is discarded); the reshapes keep them shape-valid.
     rows = tf.reshape(tf.gather(t["block_rows"], chosen), [1, -1])
-    scores = tf.reshape(scores, [1, -1])
+    # [1, -1]: a lowered tf.cond may run this branch's ops on a larger batch too (their result
+    # is discarded); the reshape keeps them shape-valid.
+    scores = tf.where(rows >= 0, tf.reshape(scores, [1, -1]), _NEG_INF)
     if isinstance(pad, int):
         scores = tf.concat([scores, tf.fill([1, pad], _NEG_INF)], 1)
         rows = tf.concat([rows, tf.fill([1, pad], tf.constant(-1, rows.dtype))], 1)
@@ -491,6 +485,7 @@ def _search_chunk(t, queries, k, probes, blocks_to_search, leaf_weight, block_we
     `probes` is `leaves_to_search` clipped to `[1, num_leaves]` (by `search`).
     """
     batch = tf.shape(queries)[0]
+    dim = tf.shape(queries)[1]
     norms = tf.norm(queries, axis=1, keepdims=True)  # [b, 1]
     # 1. Leaves.
     leaf_scores = tf.matmul(_key_query(queries, norms, leaf_weight), t["leaf_keys"])
@@ -513,10 +508,9 @@ def _search_chunk(t, queries, k, probes, blocks_to_search, leaf_weight, block_we
     chosen = tf.gather(candidates, at, batch_dims=1)
     usable = tf.logical_and(chosen >= 0, best_coarse > _NEG_INF)
     chosen = tf.maximum(chosen, 0)
-    # 3. Exact scores of the chosen blocks' candidates (rows `[x, 0, bias]`: `q . x`).
-    keys = tf.shape(t["blocks"])[2]
-    vectors = tf.reshape(tf.gather(t["blocks"], chosen), [batch, -1, keys])
-    scores = tf.matmul(vectors, block_query[:, 0, :, tf.newaxis])  # [b, searched * size, 1]
+    # 3. Exact scores of the chosen blocks' candidates.
+    vectors = tf.reshape(tf.gather(t["blocks"], chosen), [batch, -1, dim])
+    scores = tf.matmul(vectors, queries[:, :, tf.newaxis])  # [b, searched * size, 1]
     rows = tf.gather(t["block_rows"], chosen)  # [b, searched, size]
     keep = tf.logical_and(usable[:, :, tf.newaxis], rows >= 0)
     scores = tf.where(keep, tf.reshape(scores, tf.shape(rows)), _NEG_INF)
