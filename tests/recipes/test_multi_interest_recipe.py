@@ -260,23 +260,26 @@ def test_interest_diversity_adds_the_weighted_pairwise_cosine_to_the_loss(model,
 DIVERSITY_DROP = 0.15
 
 
-def test_interest_diversity_separates_mind_interests_at_default_sizes(protocol):
+def _diagnostics_after_short_training(model, protocol, *flags) -> dict:
+    """`interest_diagnostics` of the valid users after 60 real training steps (batch 256, seed
+    0) of `model` at its CLI defaults (dim 64, K = 4) plus `flags`."""
     from towerkit.recipes.multi_interest import interest_diagnostics
 
-    recipe = get_recipe("mind")()
-    cosines = {}
-    for weight in ("0", "1"):
-        params = recipe.resolve_params({"params": _cli_params(
-            "mind", "--interest-diversity", weight)})
-        assert params["embedding_dim"] == 64 and params["num_interests"] == 4
-        tf.keras.utils.set_random_seed(0)
-        trained = recipe.build_model(params, protocol)
-        trained.compile(optimizer=tf.keras.optimizers.Adam(params["learning_rate"]),
-                        steps_per_execution=20)
-        trained.fit(protocol.train_dataset(256, seed=0).take(60), verbose=0)
-        cosines[weight] = interest_diagnostics(
-            trained.query_tower, protocol.split("valid").features)[
-            "interest_mean_pairwise_cosine"]
+    recipe = get_recipe(model)()
+    params = recipe.resolve_params({"params": _cli_params(model, *flags)})
+    assert params["embedding_dim"] == 64 and params["num_interests"] == 4
+    tf.keras.utils.set_random_seed(0)
+    trained = recipe.build_model(params, protocol)
+    trained.compile(optimizer=tf.keras.optimizers.Adam(params["learning_rate"]),
+                    steps_per_execution=20)
+    trained.fit(protocol.train_dataset(256, seed=0).take(60), verbose=0)
+    return interest_diagnostics(trained.query_tower, protocol.split("valid").features)
+
+
+def test_interest_diversity_separates_mind_interests_at_default_sizes(protocol):
+    cosines = {weight: _diagnostics_after_short_training(
+        "mind", protocol, "--interest-diversity", weight)["interest_mean_pairwise_cosine"]
+        for weight in ("0", "1")}
     assert cosines["1"] <= cosines["0"] - DIVERSITY_DROP, cosines
 
 
@@ -404,19 +407,9 @@ SHIFT_MARGIN = {"mind": 0.02, "comirec_dr": 0.01}
 
 @pytest.mark.parametrize("model", ["mind", "comirec_dr"])
 def test_routing_moves_the_coupling_at_the_recipe_defaults(model, protocol):
-    from towerkit.recipes.multi_interest import interest_diagnostics
-
-    recipe = get_recipe(model)()
     shifts = {}
     for flags in ([], ["--routing-init-stddev", "0"]):
-        params = recipe.resolve_params({"params": _cli_params(model, *flags)})
-        assert params["embedding_dim"] == 64 and params["num_interests"] == 4
-        tf.keras.utils.set_random_seed(0)
-        trained = recipe.build_model(params, protocol)
-        trained.compile(optimizer=tf.keras.optimizers.Adam(params["learning_rate"]),
-                        steps_per_execution=20)
-        trained.fit(protocol.train_dataset(256, seed=0).take(60), verbose=0)
-        stats = interest_diagnostics(trained.query_tower, protocol.split("valid").features)
+        stats = _diagnostics_after_short_training(model, protocol, *flags)
         shifts[bool(flags)] = stats["routing_coupling_shift"]
         assert 0.0 <= stats["routing_coupling_max_excess"] <= 0.75
     assert shifts[False] >= SHIFT_MARGIN[model], shifts
