@@ -354,8 +354,8 @@ def _search_padded(t, queries, k, probes, blocks_to_search, leaf_weight, block_w
 def _leaf_table_rows(table, leaf_scores, probes):
     """`leaf_table` rows `[b, probes, width]` of the `probes` best leaves of each query.
 
-    `table` is `[L, width]` or, as `build_layout` stores it, `[L / LEAF_GROUP, LEAF_GROUP,
-    width]` (the groups of the first step; no reshape op in the graph).
+    `table` is `[L / LEAF_GROUP, LEAF_GROUP, width]`, as `build_layout` stores it (the groups
+    of the first step; no reshape op in the graph).
 
     On a partition of many leaves, in two steps: the best `probes` groups of `LEAF_GROUP`
     consecutive leaves by their best leaf score, then the best `probes` leaves of those groups.
@@ -374,8 +374,6 @@ def _leaf_table_rows(table, leaf_scores, probes):
     _, best = tf.math.top_k(tf.reduce_max(groups, axis=2), probes, sorted=False)  # [b, probes]
     inner = tf.reshape(tf.gather(groups, best, batch_dims=1), [-1, probes * LEAF_GROUP])
     _, at = tf.math.top_k(inner, probes, sorted=False)
-    if table.shape.rank == 2:
-        table = tf.reshape(table, [num_leaves // LEAF_GROUP, LEAF_GROUP, width])
     rows = tf.gather(table, best)
     return tf.gather(tf.reshape(rows, [-1, probes * LEAF_GROUP, width]), at, batch_dims=1)
 
